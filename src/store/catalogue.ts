@@ -1,0 +1,235 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { SCHEMA, SCHEMA_VERSION } from './schema.js';
+
+export interface ManifestRow {
+  repo: string;
+  digest: string;
+  media_type: string;
+  size: number;
+  kind: 'index' | 'image';
+  platform: string | null;
+}
+
+export interface TagRow {
+  repo: string;
+  tag: string;
+  digest: string;
+  updated_at: number;
+  checked_at: number;
+}
+
+export interface IndexChildRow {
+  repo: string;
+  index_digest: string;
+  child_digest: string;
+  media_type: string;
+  size: number;
+  platform: string | null;
+  attestation_for: string | null;
+  position: number;
+}
+
+export interface NewManifest {
+  repo: string;
+  digest: string;
+  mediaType: string;
+  size: number;
+  kind: 'index' | 'image';
+  platform?: string;
+  children?: Array<Omit<IndexChildRow, 'repo' | 'index_digest'>>;
+  blobs?: Array<{ digest: string; mediaType: string; size: number }>;
+}
+
+/** How often batched last-access times are written (they are advisory: LRU eviction order). */
+const TOUCH_FLUSH_MS = 5000;
+
+/**
+ * What the mirror holds, in SQLite. Statements are prepared once; reads are synchronous and fast
+ * (microseconds), so the hot paths read here directly and cache only bytes in memory.
+ */
+export class Catalogue {
+  readonly db: Database.Database;
+  private readonly stmts;
+  private readonly touchedManifests = new Map<string, number>();
+  private readonly touchedBlobs = new Map<string, number>();
+  private readonly flushTimer: NodeJS.Timeout;
+
+  constructor(path: string) {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma('foreign_keys = ON');
+    this.migrate();
+    const db = this.db;
+    this.stmts = {
+      getManifest: db.prepare<[string, string], ManifestRow>(
+        'SELECT repo, digest, media_type, size, kind, platform FROM manifests WHERE repo = ? AND digest = ?',
+      ),
+      insertManifest: db.prepare(
+        `INSERT INTO manifests (repo, digest, media_type, size, kind, platform, stored_at, last_access)
+         VALUES (@repo, @digest, @mediaType, @size, @kind, @platform, @now, @now)
+         ON CONFLICT (repo, digest) DO UPDATE SET media_type = excluded.media_type, last_access = excluded.last_access`,
+      ),
+      insertChild: db.prepare(
+        `INSERT OR REPLACE INTO index_children
+           (repo, index_digest, child_digest, media_type, size, platform, attestation_for, position)
+         VALUES (@repo, @index_digest, @child_digest, @media_type, @size, @platform, @attestation_for, @position)`,
+      ),
+      insertManifestBlob: db.prepare(
+        `INSERT OR IGNORE INTO manifest_blobs (repo, manifest_digest, blob_digest, media_type, size)
+         VALUES (?, ?, ?, ?, ?)`,
+      ),
+      getTag: db.prepare<[string, string], TagRow>('SELECT * FROM tags WHERE repo = ? AND tag = ?'),
+      upsertTag: db.prepare(
+        `INSERT INTO tags (repo, tag, digest, updated_at, checked_at) VALUES (@repo, @tag, @digest, @now, @now)
+         ON CONFLICT (repo, tag) DO UPDATE SET
+           updated_at = CASE WHEN tags.digest = excluded.digest THEN tags.updated_at ELSE excluded.updated_at END,
+           digest = excluded.digest, checked_at = excluded.checked_at`,
+      ),
+      markTagChecked: db.prepare('UPDATE tags SET checked_at = ? WHERE repo = ? AND tag = ?'),
+      listTags: db.prepare<[string], { tag: string }>('SELECT tag FROM tags WHERE repo = ? ORDER BY tag'),
+      tagsForDigest: db.prepare<[string, string], { tag: string }>(
+        'SELECT tag FROM tags WHERE repo = ? AND digest = ? ORDER BY checked_at DESC',
+      ),
+      childEntries: db.prepare<[string, string], IndexChildRow>(
+        'SELECT * FROM index_children WHERE repo = ? AND child_digest = ?',
+      ),
+      childrenOf: db.prepare<[string, string], IndexChildRow>(
+        'SELECT * FROM index_children WHERE repo = ? AND index_digest = ? ORDER BY position',
+      ),
+      blobReferenced: db.prepare<[string, string], { size: number; media_type: string }>(
+        'SELECT size, media_type FROM manifest_blobs WHERE repo = ? AND blob_digest = ? LIMIT 1',
+      ),
+      blobsOf: db.prepare<[string, string], { blob_digest: string; media_type: string; size: number }>(
+        'SELECT blob_digest, media_type, size FROM manifest_blobs WHERE repo = ? AND manifest_digest = ?',
+      ),
+      getBlob: db.prepare<[string], { digest: string; size: number }>('SELECT digest, size FROM blobs WHERE digest = ?'),
+      insertBlob: db.prepare(
+        `INSERT INTO blobs (digest, size, stored_at, last_access) VALUES (?, ?, ?, ?)
+         ON CONFLICT (digest) DO UPDATE SET size = excluded.size, last_access = excluded.last_access`,
+      ),
+      deleteBlob: db.prepare('DELETE FROM blobs WHERE digest = ?'),
+      touchManifest: db.prepare('UPDATE manifests SET last_access = ? WHERE repo = ? AND digest = ?'),
+      touchBlob: db.prepare('UPDATE blobs SET last_access = ? WHERE digest = ?'),
+    };
+    this.flushTimer = setInterval(() => this.flushTouches(), TOUCH_FLUSH_MS);
+    this.flushTimer.unref();
+  }
+
+  private migrate(): void {
+    const current = this.db.pragma('user_version', { simple: true }) as number;
+    if (current > SCHEMA_VERSION) {
+      throw new Error(`store catalogue has schema version ${current}; this build understands up to ${SCHEMA_VERSION}`);
+    }
+    this.db.exec(SCHEMA);
+    this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }
+
+  getManifest(repo: string, digest: string): ManifestRow | undefined {
+    return this.stmts.getManifest.get(repo, digest);
+  }
+
+  /** Records a manifest and what it references, in one transaction (all or nothing). */
+  readonly addManifest = (m: NewManifest): void => {
+    const now = Date.now();
+    this.db.transaction(() => {
+      this.stmts.insertManifest.run({
+        repo: m.repo,
+        digest: m.digest,
+        mediaType: m.mediaType,
+        size: m.size,
+        kind: m.kind,
+        platform: m.platform ?? null,
+        now,
+      });
+      for (const c of m.children ?? []) this.stmts.insertChild.run({ ...c, repo: m.repo, index_digest: m.digest });
+      for (const b of m.blobs ?? []) this.stmts.insertManifestBlob.run(m.repo, m.digest, b.digest, b.mediaType, b.size);
+    })();
+  };
+
+  getTag(repo: string, tag: string): TagRow | undefined {
+    return this.stmts.getTag.get(repo, tag);
+  }
+
+  setTag(repo: string, tag: string, digest: string): void {
+    this.stmts.upsertTag.run({ repo, tag, digest, now: Date.now() });
+  }
+
+  markTagChecked(repo: string, tag: string): void {
+    this.stmts.markTagChecked.run(Date.now(), repo, tag);
+  }
+
+  listTags(repo: string): string[] {
+    return this.stmts.listTags.all(repo).map((r) => r.tag);
+  }
+
+  tagsForDigest(repo: string, digest: string): string[] {
+    return this.stmts.tagsForDigest.all(repo, digest).map((r) => r.tag);
+  }
+
+  /** The index entries (in any stored index of this repository) that name this digest. */
+  indexEntriesFor(repo: string, childDigest: string): IndexChildRow[] {
+    return this.stmts.childEntries.all(repo, childDigest);
+  }
+
+  childrenOf(repo: string, indexDigest: string): IndexChildRow[] {
+    return this.stmts.childrenOf.all(repo, indexDigest);
+  }
+
+  /** A stored manifest of this repository references the blob: the size and type it declares. */
+  blobReference(repo: string, digest: string): { size: number; media_type: string } | undefined {
+    return this.stmts.blobReferenced.get(repo, digest);
+  }
+
+  blobsOf(repo: string, manifestDigest: string): Array<{ blob_digest: string; media_type: string; size: number }> {
+    return this.stmts.blobsOf.all(repo, manifestDigest);
+  }
+
+  getBlob(digest: string): { digest: string; size: number } | undefined {
+    return this.stmts.getBlob.get(digest);
+  }
+
+  addBlob(digest: string, size: number): void {
+    const now = Date.now();
+    this.stmts.insertBlob.run(digest, size, now, now);
+  }
+
+  removeBlob(digest: string): void {
+    this.stmts.deleteBlob.run(digest);
+  }
+
+  touchManifest(repo: string, digest: string): void {
+    this.touchedManifests.set(`${repo}@${digest}`, Date.now());
+  }
+
+  touchBlob(digest: string): void {
+    this.touchedBlobs.set(digest, Date.now());
+  }
+
+  flushTouches(): void {
+    if (this.touchedManifests.size === 0 && this.touchedBlobs.size === 0) return;
+    const manifests = [...this.touchedManifests];
+    const blobs = [...this.touchedBlobs];
+    this.touchedManifests.clear();
+    this.touchedBlobs.clear();
+    this.db.transaction(() => {
+      for (const [key, at] of manifests) {
+        const i = key.lastIndexOf('@');
+        this.stmts.touchManifest.run(at, key.slice(0, i), key.slice(i + 1));
+      }
+      for (const [digest, at] of blobs) this.stmts.touchBlob.run(at, digest);
+    })();
+  }
+
+  close(): void {
+    clearInterval(this.flushTimer);
+    if (this.db.open) {
+      this.flushTouches();
+      this.db.close();
+    }
+  }
+}
