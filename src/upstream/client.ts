@@ -1,0 +1,263 @@
+import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
+import type { Readable } from 'node:stream';
+import { MANIFEST_ACCEPT, baseMediaType } from '../oci/media-types.js';
+import type { Logger } from '../log.js';
+import { parseChallenge, type Challenge } from './challenge.js';
+import { UpstreamError } from './errors.js';
+import { basicAuthorization, TokenCache, TokenDeniedError, type Credentials } from './token-cache.js';
+
+export interface UpstreamSettings {
+  /** Base URL, e.g. `https://registry-1.docker.io`. */
+  url: string;
+  credentials?: Credentials;
+  timeouts: { connectMs: number; headersMs: number; bodyIdleMs: number };
+  /** Tries for one request, counting the first, on network errors and 5xx. */
+  attempts: number;
+  maxManifestBytes: number;
+}
+
+export interface ManifestResponse {
+  bytes?: Buffer; // absent for HEAD
+  mediaType: string;
+  /** `Docker-Content-Digest` as upstream sent it, if it did. */
+  digest?: string;
+  size: number;
+}
+
+export interface BlobResponse {
+  body: Readable;
+  /** Total blob size when known (from Content-Length or Content-Range). */
+  size?: number;
+  /** Offset of the first byte of `body` (0 unless a resume was honoured). */
+  offset: number;
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 5;
+const RETRY_STATUSES = new Set([500, 502, 503, 504]);
+
+/**
+ * A client for one upstream registry: the registry token flow and basic auth, retries with
+ * backoff on network errors and 5xx, and manual redirects that drop our credentials when they
+ * leave the registry's host (blob downloads are commonly redirected to a CDN).
+ */
+export class UpstreamClient {
+  readonly origin: string;
+  private readonly agent: Agent;
+  private readonly tokens: TokenCache;
+  /** The last challenge seen, so later requests authenticate up front instead of after a 401. */
+  private challenge: Challenge | undefined;
+
+  constructor(
+    private readonly settings: UpstreamSettings,
+    private readonly log: Logger,
+  ) {
+    this.origin = new URL(settings.url).origin;
+    this.agent = new Agent({
+      connect: { timeout: settings.timeouts.connectMs },
+      headersTimeout: settings.timeouts.headersMs,
+      bodyTimeout: settings.timeouts.bodyIdleMs,
+      connections: 64,
+    });
+    this.tokens = new TokenCache((url, authorization) => this.fetchToken(url, authorization), settings.credentials);
+  }
+
+  async manifest(repo: string, reference: string, method: 'GET' | 'HEAD'): Promise<ManifestResponse> {
+    const res = await this.send(repo, method, `/v2/${repo}/manifests/${encodeURIComponent(reference)}`, {
+      accept: MANIFEST_ACCEPT,
+    });
+    const what = `manifest ${repo}:${reference}`;
+    this.expectOk(res, what);
+    const mediaType = baseMediaType(header(res, 'content-type')) || 'application/octet-stream';
+    const digest = header(res, 'docker-content-digest');
+    const declared = Number(header(res, 'content-length') ?? NaN);
+    if (Number.isFinite(declared) && declared > this.settings.maxManifestBytes) {
+      res.body.destroy();
+      throw new UpstreamError('bad_response', `${what} is ${declared} bytes, over the ${this.settings.maxManifestBytes}-byte manifest limit`);
+    }
+    if (method === 'HEAD') {
+      res.body.resume();
+      return { mediaType, digest, size: Number.isFinite(declared) ? declared : -1 };
+    }
+    const bytes = await readLimited(res.body, this.settings.maxManifestBytes, what);
+    return { bytes, mediaType, digest, size: bytes.length };
+  }
+
+  async blobHead(repo: string, digest: string): Promise<{ size?: number }> {
+    const res = await this.send(repo, 'HEAD', `/v2/${repo}/blobs/${digest}`, {});
+    this.expectOk(res, `blob ${digest} in ${repo}`);
+    res.body.resume();
+    const size = Number(header(res, 'content-length') ?? NaN);
+    return { size: Number.isFinite(size) ? size : undefined };
+  }
+
+  /** Starts a blob download, from `offset` when resuming (upstream may ignore the range and send it all). */
+  async blob(repo: string, digest: string, offset = 0): Promise<BlobResponse> {
+    const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
+    const res = await this.send(repo, 'GET', `/v2/${repo}/blobs/${digest}`, headers);
+    if (res.statusCode === 206) {
+      const m = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(header(res, 'content-range') ?? '');
+      if (!m) {
+        res.body.destroy();
+        throw new UpstreamError('bad_response', `blob ${digest}: 206 without a usable Content-Range`);
+      }
+      return { body: res.body, offset: Number(m[1]), size: m[2] === '*' ? undefined : Number(m[2]) };
+    }
+    this.expectOk(res, `blob ${digest} in ${repo}`);
+    const size = Number(header(res, 'content-length') ?? NaN);
+    return { body: res.body, offset: 0, size: Number.isFinite(size) ? size : undefined };
+  }
+
+  /** Tag list, passed through (with `n`/`last`), returning the body and any `Link` for the next page. */
+  async tags(repo: string, query: string): Promise<{ body: Buffer; link?: string }> {
+    const res = await this.send(repo, 'GET', `/v2/${repo}/tags/list${query ? `?${query}` : ''}`, {});
+    this.expectOk(res, `tag list of ${repo}`);
+    return { body: await readLimited(res.body, this.settings.maxManifestBytes, `tag list of ${repo}`), link: header(res, 'link') };
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+
+  private expectOk(res: Dispatcher.ResponseData, what: string): void {
+    const status = res.statusCode;
+    if (status === 200) return;
+    res.body.resume();
+    const where = `${what} at ${this.origin}`;
+    if (status === 404) throw new UpstreamError('not_found', `${where}: not found upstream`, status);
+    if (status === 401 || status === 403) {
+      throw new UpstreamError('denied', `${where}: upstream refused access (${status}); check the mirror's credentials for it`, status);
+    }
+    if (status === 429) {
+      throw new UpstreamError('rate_limited', `${where}: upstream rate limit reached`, status, header(res, 'retry-after'));
+    }
+    if (status >= 500) throw new UpstreamError('unavailable', `${where}: upstream error ${status}`, status);
+    throw new UpstreamError('bad_response', `${where}: unexpected upstream status ${status}`, status);
+  }
+
+  /** One request with auth, redirects and retries; the caller consumes or discards the body. */
+  private async send(
+    repo: string,
+    method: 'GET' | 'HEAD',
+    path: string,
+    extraHeaders: Record<string, string>,
+  ): Promise<Dispatcher.ResponseData> {
+    const scope = `repository:${repo}:pull`;
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= this.settings.attempts; attempt++) {
+      try {
+        let res = await this.authorizedRequest(method, path, extraHeaders, scope);
+        if (res.statusCode === 401) {
+          const challenge = parseChallenge(header(res, 'www-authenticate'));
+          res.body.resume();
+          if (challenge) {
+            this.challenge = challenge;
+            this.tokens.invalidate(scope);
+            res = await this.authorizedRequest(method, path, extraHeaders, scope);
+          }
+        }
+        if (RETRY_STATUSES.has(res.statusCode) && attempt < this.settings.attempts) {
+          res.body.resume();
+          lastError = new UpstreamError('unavailable', `upstream error ${res.statusCode}`, res.statusCode);
+        } else {
+          return res;
+        }
+      } catch (e) {
+        if (e instanceof TokenDeniedError) throw new UpstreamError('denied', `${this.origin}: ${e.message}; check the mirror's credentials`);
+        if (e instanceof UpstreamError) throw e;
+        lastError = e;
+        if (attempt === this.settings.attempts) break;
+      }
+      await sleep(backoffMs(attempt));
+    }
+    if (lastError instanceof UpstreamError) throw lastError;
+    throw new UpstreamError('unavailable', `${this.origin} is unreachable: ${describeNetworkError(lastError)}`);
+  }
+
+  private async authorizedRequest(
+    method: 'GET' | 'HEAD',
+    path: string,
+    extraHeaders: Record<string, string>,
+    scope: string,
+  ): Promise<Dispatcher.ResponseData> {
+    const headers: Record<string, string> = { 'user-agent': 'sparse-mirror', ...extraHeaders };
+    const authorization = await this.authorization(scope);
+    if (authorization) headers.authorization = authorization;
+    let url = new URL(path, this.origin);
+    for (let hop = 0; ; hop++) {
+      const res = await this.agent.request({ origin: url.origin, path: url.pathname + url.search, method, headers });
+      if (!REDIRECTS.has(res.statusCode) || hop >= MAX_REDIRECTS) return res;
+      const location = header(res, 'location');
+      res.body.resume();
+      if (!location) return res;
+      const next = new URL(location, url);
+      if (next.protocol !== 'https:' && next.protocol !== 'http:') {
+        throw new UpstreamError('bad_response', `upstream redirected to a non-http URL`);
+      }
+      // Our credentials are for the registry only, never for wherever it redirects.
+      if (next.origin !== this.origin) delete headers.authorization;
+      url = next;
+    }
+  }
+
+  private async authorization(scope: string): Promise<string | undefined> {
+    const c = this.challenge;
+    if (c?.scheme === 'bearer') return `Bearer ${await this.tokens.get(c, scope)}`;
+    if (c?.scheme === 'basic' && this.settings.credentials) return basicAuthorization(this.settings.credentials);
+    return undefined;
+  }
+
+  private async fetchToken(url: URL, authorization: string | undefined): Promise<{ status: number; body: unknown }> {
+    const headers: Record<string, string> = { 'user-agent': 'sparse-mirror' };
+    if (authorization) headers.authorization = authorization;
+    const res = await this.agent.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET', headers });
+    const text = (await readLimited(res.body, 1024 * 1024, 'token response')).toString('utf8');
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = undefined;
+    }
+    if (res.statusCode !== 200) this.log.warn('upstream token request refused', { upstream: this.origin, status: res.statusCode });
+    return { status: res.statusCode, body };
+  }
+}
+
+function header(res: Dispatcher.ResponseData, name: string): string | undefined {
+  const v = res.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+async function readLimited(body: Readable, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of body) {
+      total += (chunk as Buffer).length;
+      if (total > limit) {
+        body.destroy();
+        throw new UpstreamError('bad_response', `${what} is larger than the ${limit}-byte limit`);
+      }
+      chunks.push(chunk as Buffer);
+    }
+  } catch (e) {
+    if (e instanceof UpstreamError) throw e;
+    throw new UpstreamError('unavailable', `${what}: connection lost while reading (${describeNetworkError(e)})`);
+  }
+  return Buffer.concat(chunks);
+}
+
+function backoffMs(attempt: number): number {
+  return Math.min(2000, 100 * 2 ** (attempt - 1)) * (0.75 + Math.random() / 2);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function describeNetworkError(e: unknown): string {
+  if (e instanceof undiciErrors.UndiciError) return `${e.code}: ${e.message}`;
+  const err = e as NodeJS.ErrnoException | undefined;
+  const cause = (err as { cause?: NodeJS.ErrnoException } | undefined)?.cause;
+  return cause?.code ?? err?.code ?? err?.message ?? String(e);
+}
