@@ -1,0 +1,111 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { configSchema, describeConfigErrors, upstreamNames, type MirrorConfig, type MirrorConfigInput } from './schema.js';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** The environment variables that override the config file, as deployments and scripts rely on them. */
+export const ENV = {
+  host: 'MIRROR_HOST',
+  port: 'MIRROR_PORT',
+  upstream: 'MIRROR_UPSTREAM',
+  platforms: 'MIRROR_PLATFORMS',
+  dataDir: 'MIRROR_DATA',
+  offline: 'MIRROR_OFFLINE',
+  config: 'MIRROR_CONFIG',
+} as const;
+
+export const DEFAULT_CONFIG_FILE = 'mirror.config.ts';
+
+/** Loads the config file (TypeScript or JavaScript), applies the environment overrides, validates. */
+export async function loadConfig(
+  opts: { path?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<MirrorConfig> {
+  const env = opts.env ?? process.env;
+  const cwd = opts.cwd ?? process.cwd();
+  const file = resolve(cwd, env[ENV.config] || opts.path || DEFAULT_CONFIG_FILE);
+  if (!existsSync(file)) throw new ConfigError(`config file ${file} does not exist`);
+  let input: unknown;
+  try {
+    input = await importConfigFile(file);
+  } catch (e) {
+    throw new ConfigError(`cannot load config file ${file}: ${(e as Error).message}`);
+  }
+  return validateConfig(applyEnv(input as MirrorConfigInput, env), file);
+}
+
+export function validateConfig(input: unknown, source = 'config'): MirrorConfig {
+  const r = configSchema.safeParse(input);
+  if (!r.success) throw new ConfigError(`invalid configuration in ${source}:\n${describeConfigErrors(r.error)}`);
+  return r.data;
+}
+
+async function importConfigFile(file: string): Promise<unknown> {
+  let mod: { default?: unknown };
+  if (/\.[mc]?ts$/.test(file)) {
+    // Node 20 cannot load TypeScript itself; jiti transpiles the config file on the fly.
+    const { createJiti } = await import('jiti');
+    mod = (await createJiti(import.meta.url, { moduleCache: false }).import(file)) as { default?: unknown };
+  } else if (file.endsWith('.json')) {
+    mod = (await import(pathToFileURL(file).href, { with: { type: 'json' } })) as { default?: unknown };
+  } else {
+    mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
+  }
+  const config = mod.default ?? mod;
+  if (typeof config !== 'object' || config === null) throw new Error('it must export a config object as default');
+  return config;
+}
+
+export function applyEnv(input: MirrorConfigInput, env: NodeJS.ProcessEnv): MirrorConfigInput {
+  const out: MirrorConfigInput = { ...input };
+  const host = env[ENV.host];
+  if (host) out.host = host;
+  const port = env[ENV.port];
+  if (port !== undefined && port !== '') {
+    if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) throw new ConfigError(`${ENV.port}: "${port}" is not a port number`);
+    out.port = Number(port);
+  }
+  const data = env[ENV.dataDir];
+  if (data) out.dataDir = data;
+  const platforms = env[ENV.platforms];
+  if (platforms) out.platforms = platforms.split(',').map((p) => p.trim()).filter(Boolean);
+  const offline = env[ENV.offline];
+  if (offline !== undefined && offline !== '') {
+    if (!/^(1|0|true|false)$/i.test(offline)) throw new ConfigError(`${ENV.offline}: "${offline}" must be 1 or 0`);
+    out.offline = /^(1|true)$/i.test(offline);
+  }
+  const upstream = env[ENV.upstream];
+  if (upstream) {
+    let url: URL;
+    try {
+      url = new URL(upstream);
+    } catch {
+      throw new ConfigError(`${ENV.upstream}: "${upstream}" is not a URL`);
+    }
+    const upstreams = [...(out.upstreams ?? [])];
+    const existing = upstreams.find((u) => safeHost(u.url) === url.host);
+    if (existing) {
+      out.defaultUpstream = url.host;
+    } else {
+      // A new default upstream: it takes no credentials from the one it replaces as default.
+      upstreams.unshift({ url: url.origin });
+      out.defaultUpstream = url.host;
+    }
+    out.upstreams = upstreams;
+  }
+  return out;
+}
+
+function safeHost(u: string): string | undefined {
+  try {
+    return new URL(u).host;
+  } catch {
+    return undefined;
+  }
+}
+
+export { upstreamNames };
+export type { MirrorConfig };

@@ -1,0 +1,66 @@
+import type { ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import { OciError } from '../oci/errors.js';
+import { contentRange } from '../oci/range.js';
+import type { BlobResult } from '../mirror/blobs.js';
+import type { ManifestResult } from '../mirror/manifests.js';
+
+export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' };
+
+export function errorResponse(e: OciError): Response {
+  return new Response(JSON.stringify(e.body()), {
+    status: e.status,
+    headers: { 'Content-Type': 'application/json', ...API_VERSION_HEADER, ...e.headers },
+  });
+}
+
+export function manifestResponse(m: ManifestResult, extra: Record<string, string>, ifNoneMatch?: string): Response {
+  const etag = `"${m.digest}"`;
+  const headers = {
+    'Content-Type': m.mediaType,
+    'Content-Length': String(m.size),
+    'Docker-Content-Digest': m.digest,
+    ETag: etag,
+    ...API_VERSION_HEADER,
+    ...extra,
+  };
+  if (ifNoneMatch && ifNoneMatch.split(',').some((t) => t.trim() === etag)) {
+    return new Response(null, { status: 304, headers: { ETag: etag, 'Docker-Content-Digest': m.digest } });
+  }
+  return new Response(m.bytes ? new Uint8Array(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength) : null, { status: 200, headers });
+}
+
+/**
+ * A blob response. Under the Node server the body is piped straight into the socket (no Web
+ * stream in between, and a client that goes away stops the read at once).
+ */
+export function blobResponse(outgoing: ServerResponse | undefined, b: BlobResult, extra: Record<string, string>): Response {
+  const headers: Record<string, string> = {
+    'Content-Type': 'application/octet-stream',
+    'Docker-Content-Digest': b.digest,
+    ETag: `"${b.digest}"`,
+    ...API_VERSION_HEADER,
+    ...extra,
+  };
+  let status = 200;
+  if (b.size !== undefined) {
+    headers['Accept-Ranges'] = 'bytes';
+    if (b.range) {
+      status = 206;
+      headers['Content-Range'] = contentRange(b.range, b.size);
+      headers['Content-Length'] = String(b.range.end - b.range.start + 1);
+    } else {
+      headers['Content-Length'] = String(b.size);
+    }
+  }
+  if (b.body && outgoing) {
+    outgoing.writeHead(status, headers);
+    // Errors here are a broken client or a failed upstream mid-stream: the socket is closed
+    // short of Content-Length, which is how a client learns the body is incomplete.
+    pipeline(b.body, outgoing).catch(() => outgoing.destroy());
+    return RESPONSE_ALREADY_SENT;
+  }
+  return new Response(b.body ? (Readable.toWeb(b.body) as ReadableStream) : null, { status, headers });
+}

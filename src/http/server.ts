@@ -1,0 +1,34 @@
+import { serve } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import type { Hono } from 'hono';
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  server: Server;
+  close(): Promise<void>;
+}
+
+export function listen(app: Hono<any>, host: string, port: number): Promise<RunningServer> {
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch: app.fetch, hostname: host, port }, (info: AddressInfo) => {
+      const shownHost = info.family === 'IPv6' ? `[${info.address}]` : info.address;
+      resolve({
+        url: `http://${shownHost}:${info.port}`,
+        port: info.port,
+        server,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeIdleConnections();
+          }),
+      });
+    }) as Server;
+    server.once('error', reject);
+    // Slow or stalled clients must not hold sockets forever.
+    server.headersTimeout = 30_000;
+    server.requestTimeout = 0; // a large blob download may legitimately take long
+    server.keepAliveTimeout = 10_000;
+  });
+}

@@ -1,0 +1,168 @@
+import { EventEmitter, once } from 'node:events';
+import { open, type FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import type { Digest } from '../oci/digest.js';
+import { DigestMismatchError, SizeMismatchError, type BlobStore, type BlobWriter } from '../store/blob-store.js';
+import { UpstreamError } from '../upstream/errors.js';
+import type { UpstreamClient } from '../upstream/client.js';
+
+/** How many times a download cut off mid-body resumes (with a Range request) before it gives up. */
+const MAX_RESUMES = 5;
+const READ_CHUNK = 256 * 1024;
+
+export interface DownloadSource {
+  client: UpstreamClient;
+  repo: string;
+}
+
+/**
+ * One blob being fetched from upstream into the store. Any number of clients follow it while it
+ * runs, each reading the temp file as it grows, so all of them stream and upstream is asked once.
+ * Followers are held back from the last byte until the digest has been verified: no client ever
+ * receives a complete body that does not match its digest.
+ */
+export class BlobDownload extends EventEmitter {
+  written = 0;
+  size: number | undefined;
+  state: 'starting' | 'running' | 'done' | 'failed' = 'starting';
+  error: Error | undefined;
+  /** Settles once upstream has answered (size known) or failed, so a client can still get a clean error. */
+  readonly ready: Promise<void>;
+  /** Settles when the blob is committed to the store, or rejects with why it was not. */
+  readonly finished: Promise<void>;
+  private writer: BlobWriter | undefined;
+  private readHandle: FileHandle | undefined;
+  private followers = 0;
+
+  constructor(
+    readonly digest: Digest,
+    private readonly store: BlobStore,
+    private readonly source: DownloadSource,
+    private readonly expectedSize: number | undefined,
+  ) {
+    super();
+    this.setMaxListeners(0);
+    let markReady!: () => void;
+    this.ready = new Promise<void>((resolve) => (markReady = resolve));
+    this.finished = this.run(markReady);
+    this.finished.catch(() => {}); // observed through `ready`, events and followers
+  }
+
+  private async run(markReady: () => void): Promise<void> {
+    try {
+      let response = await this.source.client.blob(this.source.repo, this.digest.value, 0);
+      if (response.size !== undefined && this.expectedSize !== undefined && response.size !== this.expectedSize) {
+        response.body.destroy();
+        throw new UpstreamError(
+          'bad_response',
+          `upstream says blob ${this.digest.value} is ${response.size} bytes; the manifest says ${this.expectedSize}`,
+        );
+      }
+      this.size = this.expectedSize ?? response.size;
+      this.writer = await this.store.beginWrite(this.digest, this.size);
+      this.readHandle = await open(this.writer.tempPath, 'r');
+      this.state = 'running';
+      markReady();
+      for (let resumes = 0; ; resumes++) {
+        try {
+          await this.copy(response.body, this.written - response.offset);
+          break;
+        } catch (e) {
+          if (e instanceof UpstreamError || resumes >= MAX_RESUMES || isWriteError(e)) throw e;
+          // Cut off mid-body: ask for the rest. The hash so far stays valid; bytes before
+          // `written` that a server resends (ignoring Range) are skipped, not rewritten.
+          response = await this.source.client.blob(this.source.repo, this.digest.value, this.written);
+        }
+      }
+      await this.writer.commit().catch((e: Error) => {
+        throw asUpstreamFault(e, this.digest.value);
+      });
+      this.state = 'done';
+      this.emit('change');
+    } catch (e) {
+      this.state = 'failed';
+      this.error = e as Error;
+      await this.writer?.abort();
+      markReady();
+      this.emit('change');
+      throw e;
+    } finally {
+      this.releaseHandleIfIdle();
+    }
+  }
+
+  private async copy(body: AsyncIterable<Buffer>, skip: number): Promise<void> {
+    if (skip < 0) throw new UpstreamError('bad_response', 'upstream resumed at an offset past what was asked');
+    for await (const raw of body) {
+      let chunk = raw;
+      if (skip > 0) {
+        const drop = Math.min(skip, chunk.length);
+        chunk = chunk.subarray(drop);
+        skip -= drop;
+        if (chunk.length === 0) continue;
+      }
+      await this.writer!.write(chunk).catch((e: Error) => {
+        if (e instanceof SizeMismatchError) throw asUpstreamFault(e, this.digest.value);
+        throw Object.assign(e, { writeError: true });
+      });
+      this.written += chunk.length;
+      this.emit('change');
+    }
+  }
+
+  /** A stream of the blob (or a range of it) that follows the download as it proceeds. */
+  follow(range?: { start: number; end: number }): Readable {
+    // Finished and nobody reading the temp file any more: the blob is in its final place.
+    if (this.state === 'done' && !this.readHandle) return this.store.createReadStream(this.digest, range);
+    this.followers++;
+    const self = this;
+    async function* chunks(): AsyncGenerator<Buffer> {
+      let pos = range?.start ?? 0;
+      const buffer = Buffer.allocUnsafe(READ_CHUNK);
+      while (true) {
+        const end = range?.end ?? (self.size !== undefined ? self.size - 1 : Infinity);
+        if (pos > end) return;
+        if (self.state === 'failed') throw self.error ?? new Error('download failed');
+        // Until verified, the last byte is withheld (see class comment).
+        const available = self.state === 'done' ? self.written - 1 : self.written - 2;
+        if (self.state === 'done' && pos > available) return;
+        if (pos <= available && self.readHandle) {
+          const want = Math.min(READ_CHUNK, Math.min(available, end) - pos + 1);
+          const { bytesRead } = await self.readHandle.read(buffer, 0, want, pos);
+          if (bytesRead > 0) {
+            pos += bytesRead;
+            yield Buffer.from(buffer.subarray(0, bytesRead));
+            continue;
+          }
+        }
+        await once(self, 'change');
+      }
+    }
+    const stream = Readable.from(chunks(), { objectMode: false });
+    stream.once('close', () => {
+      this.followers--;
+      this.releaseHandleIfIdle();
+    });
+    return stream;
+  }
+
+  private releaseHandleIfIdle(): void {
+    if (this.followers === 0 && (this.state === 'done' || this.state === 'failed') && this.readHandle) {
+      const h = this.readHandle;
+      this.readHandle = undefined;
+      void h.close().catch(() => {});
+    }
+  }
+}
+
+function isWriteError(e: unknown): boolean {
+  return Boolean((e as { writeError?: boolean })?.writeError);
+}
+
+/** Bytes that fail verification are upstream's fault: the client hears so, nothing is stored. */
+function asUpstreamFault(e: Error, digest: string): Error {
+  if (e instanceof DigestMismatchError || e instanceof SizeMismatchError) {
+    return new UpstreamError('bad_response', `blob ${digest}: upstream sent wrong content (${e.message}); refused, nothing stored`);
+  }
+  return e;
+}

@@ -1,0 +1,130 @@
+import type { Readable } from 'node:stream';
+import { parseDigest, type Digest } from '../oci/digest.js';
+import { ociErrors } from '../oci/errors.js';
+import { parseRange, type ByteRange } from '../oci/range.js';
+import type { BlobStore } from '../store/blob-store.js';
+import type { Catalogue } from '../store/catalogue.js';
+import type { Logger } from '../log.js';
+import { BlobDownload } from './blob-download.js';
+import type { Route } from './routing.js';
+import { toClientError } from './upstream-errors.js';
+
+export interface BlobPolicy {
+  offline: boolean;
+  /** Fetch only blobs that a stored manifest of the same repository references. */
+  requireReference: boolean;
+}
+
+export interface BlobEvents {
+  hit?(route: Route): void;
+  miss?(route: Route): void;
+  fetched?(route: Route, bytes: number): void;
+}
+
+export interface BlobResult {
+  digest: string;
+  /** Total size, when known (upstream may omit it for an unreferenced blob). */
+  size?: number;
+  range?: ByteRange;
+  /** The body (the whole blob or `range`); absent for HEAD. */
+  body?: Readable;
+}
+
+/**
+ * Blobs: served from the store, or fetched through from upstream while streaming to every client
+ * that asks for them meanwhile (one upstream fetch per blob however many clients wait).
+ */
+export class BlobService {
+  private readonly downloads = new Map<string, BlobDownload>();
+
+  constructor(
+    private readonly store: BlobStore,
+    private readonly catalogue: Catalogue,
+    private readonly policy: BlobPolicy,
+    private readonly log: Logger,
+    private readonly events: BlobEvents = {},
+  ) {}
+
+  /** Downloads in progress (graceful shutdown waits for or aborts these). */
+  inFlight(): BlobDownload[] {
+    return [...this.downloads.values()];
+  }
+
+  async get(route: Route, digestText: string, opts: { wantBody: boolean; range?: string }): Promise<BlobResult> {
+    const parsed = parseDigest(digestText);
+    if (!parsed.ok) throw ociErrors.digestInvalid(parsed.reason, { digest: digestText.slice(0, 80) });
+    const digest = parsed.digest;
+    const reference = this.catalogue.blobReference(route.key, digest.value);
+    if (this.policy.requireReference && !reference) {
+      throw ociErrors.blobUnknown(
+        `blob ${digest.value} is not referenced by any manifest this mirror holds for ${route.key}; ` +
+          `pull the image's manifest through the mirror first (it only fetches blobs of the platforms it carries)`,
+        { digest: digest.value },
+      );
+    }
+
+    const stored = this.catalogue.getBlob(digest.value);
+    if (stored) {
+      const size = await this.store.size(digest);
+      if (size === stored.size) {
+        this.catalogue.touchBlob(digest.value);
+        this.events.hit?.(route);
+        return this.respond(digest, size, opts, (range) => this.store.createReadStream(digest, range));
+      }
+      this.log.error('catalogue lists a blob whose file is missing or damaged; fetching it again', { digest: digest.value });
+      this.catalogue.removeBlob(digest.value);
+    }
+
+    const running = this.downloads.get(digest.value);
+    if (running) return this.followDownload(route, running, opts);
+
+    if (this.policy.offline) {
+      throw ociErrors.blobUnknown(`blob ${digest.value} is not in this mirror, and the mirror is offline`, { digest: digest.value });
+    }
+    this.events.miss?.(route);
+    if (!opts.wantBody) {
+      // HEAD of a blob we lack: ask upstream for its size, download nothing.
+      try {
+        const head = await route.upstream.client.blobHead(route.repo, digest.value);
+        return { digest: digest.value, size: head.size ?? reference?.size };
+      } catch (e) {
+        throw toClientError(e, 'BLOB_UNKNOWN');
+      }
+    }
+    return this.followDownload(route, this.startDownload(route, digest, reference?.size), opts);
+  }
+
+  private startDownload(route: Route, digest: Digest, expectedSize: number | undefined): BlobDownload {
+    const download = new BlobDownload(digest, this.store, { client: route.upstream.client, repo: route.repo }, expectedSize);
+    this.downloads.set(digest.value, download);
+    download.finished.then(
+      () => {
+        this.catalogue.addBlob(digest.value, download.written);
+        this.events.fetched?.(route, download.written);
+      },
+      (e: Error) => this.log.warn('blob download failed; nothing stored', { digest: digest.value, repo: route.key, error: e.message }),
+    ).finally(() => this.downloads.delete(digest.value));
+    return download;
+  }
+
+  private async followDownload(route: Route, download: BlobDownload, opts: { wantBody: boolean; range?: string }): Promise<BlobResult> {
+    await download.ready;
+    if (download.state === 'failed') throw toClientError(download.error, 'BLOB_UNKNOWN');
+    return this.respond(download.digest, download.size, opts, (range) => download.follow(range));
+  }
+
+  private respond(
+    digest: Digest,
+    size: number | undefined,
+    opts: { wantBody: boolean; range?: string },
+    open: (range?: ByteRange) => Readable,
+  ): BlobResult {
+    if (size === undefined) return { digest: digest.value, body: opts.wantBody ? open() : undefined };
+    const r = parseRange(opts.range, size);
+    if (r.kind === 'unsatisfiable') {
+      throw ociErrors.rangeInvalid(`range ${opts.range} is outside blob ${digest.value} (${size} bytes)`, size);
+    }
+    const range = r.kind === 'range' ? r.range : undefined;
+    return { digest: digest.value, size, range, body: opts.wantBody ? open(range) : undefined };
+  }
+}

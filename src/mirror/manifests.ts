@@ -1,0 +1,329 @@
+import type { LRUCache } from 'lru-cache';
+import { digestOf, isDigestLike, parseDigest, type Digest } from '../oci/digest.js';
+import { ociErrors } from '../oci/errors.js';
+import { indexChildren, parseManifest, referencedBlobs, type ImageManifest, type ParsedManifest } from '../oci/manifest.js';
+import { isImageConfigType } from '../oci/media-types.js';
+import { formatPlatform, parsePlatform, type Platform, type PlatformAllowList } from '../oci/platform.js';
+import { isValidTag } from '../oci/reference.js';
+import type { BlobStore } from '../store/blob-store.js';
+import type { Catalogue, ManifestRow } from '../store/catalogue.js';
+import { UpstreamError } from '../upstream/errors.js';
+import type { Logger } from '../log.js';
+import { notMirroredError, type NotMirroredResponse } from './not-mirrored.js';
+import type { Route } from './routing.js';
+import { SingleFlight } from './singleflight.js';
+import { canServeStale, toClientError } from './upstream-errors.js';
+
+export interface ManifestResult {
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** The exact stored bytes; absent when the caller asked for headers only. */
+  bytes?: Buffer;
+}
+
+export interface ManifestPolicy {
+  allowList: PlatformAllowList;
+  notMirrored: NotMirroredResponse;
+  offline: boolean;
+  tagTtlMs: number;
+}
+
+export interface ManifestEvents {
+  hit?(route: Route): void;
+  miss?(route: Route): void;
+  notMirrored?(platform: string): void;
+  staleServed?(route: Route): void;
+}
+
+interface Fetched {
+  row: ManifestRow;
+  bytes: Buffer;
+}
+
+/**
+ * Manifests and tags, fetched through from upstream and kept byte for byte: the bytes served are
+ * the bytes upstream sent, never re-serialised, verified against their digest before storing.
+ */
+export class ManifestService {
+  private readonly flights = new SingleFlight<Fetched>();
+
+  constructor(
+    private readonly store: BlobStore,
+    private readonly catalogue: Catalogue,
+    private readonly cache: LRUCache<string, Buffer>,
+    private readonly policy: ManifestPolicy,
+    private readonly log: Logger,
+    private readonly events: ManifestEvents = {},
+  ) {}
+
+  async get(route: Route, reference: string, wantBody: boolean): Promise<ManifestResult> {
+    if (isDigestLike(reference)) {
+      const parsed = parseDigest(reference);
+      if (!parsed.ok) throw ociErrors.digestInvalid(parsed.reason, { digest: clip(reference) });
+      return this.byDigest(route, parsed.digest, wantBody);
+    }
+    if (!isValidTag(reference)) {
+      throw ociErrors.manifestUnknown(`"${clip(reference)}" is neither a valid tag nor a digest`);
+    }
+    return this.byTag(route, reference, wantBody);
+  }
+
+  private async byDigest(route: Route, digest: Digest, wantBody: boolean): Promise<ManifestResult> {
+    const row = this.catalogue.getManifest(route.key, digest.value);
+    if (row) {
+      const served = await this.serveStored(row, wantBody);
+      if (served) {
+        this.events.hit?.(route);
+        return served;
+      }
+    }
+    this.assertNotExcluded(route, digest.value);
+    if (this.policy.offline) {
+      throw ociErrors.manifestUnknown(`manifest ${digest.value} of ${route.key} is not in this mirror, and the mirror is offline`);
+    }
+    this.events.miss?.(route);
+    return result(await this.fetch(route, digest.value), wantBody);
+  }
+
+  private async byTag(route: Route, tag: string, wantBody: boolean): Promise<ManifestResult> {
+    const ref = `${route.key}:${tag}`;
+    const known = this.catalogue.getTag(route.key, tag);
+    const stored = known && this.catalogue.getManifest(route.key, known.digest);
+    if (known && stored) {
+      const fresh = Date.now() - known.checked_at < this.policy.tagTtlMs;
+      if (fresh || this.policy.offline) {
+        const served = await this.serveStored(stored, wantBody);
+        if (served) {
+          this.events.hit?.(route);
+          return served;
+        }
+      } else {
+        try {
+          // Revalidate with a HEAD (free against Docker Hub's pull limit); fetch only if it moved.
+          const head = await route.upstream.client.manifest(route.repo, tag, 'HEAD');
+          if (head.digest === known.digest) {
+            this.catalogue.markTagChecked(route.key, tag);
+            const served = await this.serveStored(stored, wantBody);
+            if (served) {
+              this.events.hit?.(route);
+              return served;
+            }
+          }
+        } catch (e) {
+          if (!canServeStale(e)) throw toClientError(e, 'MANIFEST_UNKNOWN');
+          this.log.warn('upstream failed; serving the stored tag (stale-if-error)', {
+            ref,
+            upstream: route.upstream.name,
+            error: e.message,
+          });
+          const served = await this.serveStored(stored, wantBody);
+          if (served) {
+            this.events.staleServed?.(route);
+            return served;
+          }
+          throw toClientError(e, 'MANIFEST_UNKNOWN');
+        }
+      }
+    }
+    if (this.policy.offline) {
+      throw ociErrors.manifestUnknown(`${ref} is not in this mirror, and the mirror is offline`);
+    }
+    this.events.miss?.(route);
+    try {
+      return result(await this.fetch(route, tag), wantBody);
+    } catch (e) {
+      // Upstream failed mid-revalidation but we still hold the old content: better than nothing.
+      if (known && stored && canServeStale(e)) {
+        this.log.warn('upstream failed; serving the stored tag (stale-if-error)', { ref, error: e.message });
+        const served = await this.serveStored(stored, wantBody);
+        if (served) return served;
+      }
+      throw e;
+    }
+  }
+
+  private async serveStored(row: ManifestRow, wantBody: boolean): Promise<ManifestResult | undefined> {
+    this.catalogue.touchManifest(row.repo, row.digest);
+    const base = { digest: row.digest, mediaType: row.media_type, size: row.size };
+    if (!wantBody) return base;
+    let bytes = this.cache.get(row.digest);
+    if (!bytes) {
+      const parsed = parseDigest(row.digest);
+      bytes = parsed.ok ? await this.store.read(parsed.digest) : undefined;
+      if (!bytes) {
+        this.log.error('catalogue lists a manifest whose file is missing; fetching it again', { repo: row.repo, digest: row.digest });
+        return undefined;
+      }
+      this.cache.set(row.digest, bytes);
+    }
+    return { ...base, bytes };
+  }
+
+  /** Refuses a digest that stored indexes list only under platforms this mirror does not carry. */
+  private assertNotExcluded(route: Route, digest: string): void {
+    const entries = this.catalogue.indexEntriesFor(route.key, digest);
+    if (entries.length === 0) return;
+    const excluded = entries.filter((e) => e.platform !== null && !this.allows(e.platform));
+    if (excluded.length < entries.length) return;
+    const entry = excluded[0]!;
+    this.events.notMirrored?.(entry.platform!);
+    throw notMirroredError({
+      platform: entry.platform!,
+      digest,
+      index: this.describeIndex(route, entry.index_digest),
+      allowList: this.policy.allowList,
+      response: this.policy.notMirrored,
+    });
+  }
+
+  private allows(platform: string): boolean {
+    const p = parsePlatform(platform);
+    return p !== undefined && this.policy.allowList.allows(p);
+  }
+
+  private describeIndex(route: Route, indexDigest: string): string {
+    const tag = this.catalogue.tagsForDigest(route.key, indexDigest)[0];
+    return tag ? `${route.key}:${tag}` : `${route.key}@${indexDigest}`;
+  }
+
+  private fetch(route: Route, reference: string): Promise<Fetched> {
+    return this.flights.run(`${route.key}@${reference}`, async () => {
+      try {
+        return await this.fetchAndStore(route, reference);
+      } catch (e) {
+        throw toClientError(e, 'MANIFEST_UNKNOWN');
+      }
+    });
+  }
+
+  private async fetchAndStore(route: Route, reference: string): Promise<Fetched> {
+    const res = await route.upstream.client.manifest(route.repo, reference, 'GET');
+    const bytes = res.bytes!;
+    const requested = isDigestLike(reference) ? parseDigest(reference) : undefined;
+    const algorithm = requested?.ok ? requested.digest.algorithm : 'sha256';
+    const digest = digestOf(bytes, algorithm);
+    const what = `manifest ${route.key}${requested ? '@' : ':'}${reference}`;
+    if (requested?.ok && digest !== requested.digest.value) {
+      throw new UpstreamError('bad_response', `${what}: upstream sent bytes whose digest is ${digest}; refused`);
+    }
+    if (res.digest && res.digest.startsWith(`${algorithm}:`) && res.digest !== digest) {
+      throw new UpstreamError('bad_response', `${what}: upstream's Docker-Content-Digest ${res.digest} does not match the bytes (${digest}); refused`);
+    }
+    const parsed = parseManifest(bytes, res.mediaType);
+    if (!parsed.ok) throw new UpstreamError('bad_response', `${what}: upstream sent an invalid manifest (${parsed.reason})`);
+    const manifest = parsed.manifest;
+    const platform = manifest.kind === 'image' ? await this.imagePlatform(route, digest, manifest, reference) : undefined;
+    const row: ManifestRow = {
+      repo: route.key,
+      digest,
+      media_type: res.mediaType,
+      size: bytes.length,
+      kind: manifest.kind,
+      platform: platform ? formatPlatform(platform) : null,
+    };
+    const d = parseDigest(digest);
+    if (!d.ok) throw new Error(d.reason);
+    if ((await this.store.size(d.digest)) !== bytes.length) await this.store.put(d.digest, bytes);
+    this.catalogue.addManifest({
+      repo: route.key,
+      digest,
+      mediaType: res.mediaType,
+      size: bytes.length,
+      kind: manifest.kind,
+      platform: row.platform ?? undefined,
+      children: manifest.kind === 'index' ? childRows(manifest) : undefined,
+      blobs:
+        manifest.kind === 'image'
+          ? referencedBlobs(manifest).map((b) => ({ digest: b.digest, mediaType: b.mediaType, size: b.size }))
+          : undefined,
+    });
+    if (!isDigestLike(reference)) this.catalogue.setTag(route.key, reference, digest);
+    this.cache.set(digest, bytes);
+    return { row, bytes };
+  }
+
+  /**
+   * The platform of an image manifest: from the index entry that lists it, else from its config.
+   * Throws the not-mirrored error for a platform outside the allow-list, before anything is stored.
+   */
+  private async imagePlatform(route: Route, digest: string, manifest: ImageManifest, reference: string): Promise<Platform | undefined> {
+    this.assertNotExcluded(route, digest);
+    const listed = this.catalogue.indexEntriesFor(route.key, digest).find((e) => e.platform !== null);
+    if (listed) return parsePlatform(listed.platform!);
+    if (!isImageConfigType(manifest.config.mediaType)) return undefined; // an artifact, not platform-specific
+    const platform = await this.configPlatform(route, manifest);
+    if (platform && !this.policy.allowList.allows(platform)) {
+      const name = formatPlatform(platform);
+      this.events.notMirrored?.(name);
+      throw notMirroredError({
+        platform: name,
+        digest,
+        image: isDigestLike(reference) ? `${route.key}@${digest}` : `${route.key}:${reference}`,
+        allowList: this.policy.allowList,
+        response: this.policy.notMirrored,
+      });
+    }
+    return platform;
+  }
+
+  /** Reads os/architecture/variant from an image config (fetched, verified, and kept if allowed). */
+  private async configPlatform(route: Route, manifest: ImageManifest): Promise<Platform | undefined> {
+    const d = parseDigest(manifest.config.digest);
+    if (!d.ok) return undefined;
+    let bytes = await this.store.read(d.digest);
+    if (!bytes) {
+      const res = await route.upstream.client.blob(route.repo, d.digest.value);
+      const chunks: Buffer[] = [];
+      let total = 0;
+      for await (const c of res.body) {
+        total += (c as Buffer).length;
+        if (total > 4 * 1024 * 1024) {
+          res.body.destroy();
+          throw new UpstreamError('bad_response', `image config ${d.digest.value} is implausibly large`);
+        }
+        chunks.push(c as Buffer);
+      }
+      bytes = Buffer.concat(chunks);
+      if (digestOf(bytes, d.digest.algorithm) !== d.digest.value) {
+        throw new UpstreamError('bad_response', `image config ${d.digest.value}: upstream sent bytes that do not match; refused`);
+      }
+      const platform = platformOfConfig(bytes);
+      if (!platform || this.policy.allowList.allows(platform)) {
+        await this.store.put(d.digest, bytes);
+        this.catalogue.addBlob(d.digest.value, bytes.length);
+      }
+      return platform;
+    }
+    return platformOfConfig(bytes);
+  }
+}
+
+function platformOfConfig(bytes: Buffer): Platform | undefined {
+  try {
+    const c = JSON.parse(bytes.toString('utf8')) as { os?: unknown; architecture?: unknown; variant?: unknown };
+    if (typeof c.os !== 'string' || typeof c.architecture !== 'string' || !c.os || !c.architecture) return undefined;
+    return typeof c.variant === 'string' && c.variant ? { os: c.os, architecture: c.architecture, variant: c.variant } : { os: c.os, architecture: c.architecture };
+  } catch {
+    return undefined;
+  }
+}
+
+function childRows(manifest: Extract<ParsedManifest, { kind: 'index' }>) {
+  return indexChildren(manifest).map((c, position) => ({
+    child_digest: c.descriptor.digest,
+    media_type: c.descriptor.mediaType,
+    size: c.descriptor.size,
+    platform: c.platform ? formatPlatform(c.platform) : null,
+    attestation_for: c.attestationFor ?? null,
+    position,
+  }));
+}
+
+function result(f: Fetched, wantBody: boolean): ManifestResult {
+  return { digest: f.row.digest, mediaType: f.row.media_type, size: f.row.size, ...(wantBody ? { bytes: f.bytes } : {}) };
+}
+
+function clip(s: string): string {
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}

@@ -1,0 +1,95 @@
+import { join, resolve } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import type { MirrorConfig } from '../config/schema.js';
+import { upstreamNames } from '../config/schema.js';
+import { PlatformAllowList } from '../oci/platform.js';
+import { BlobStore } from '../store/blob-store.js';
+import { Catalogue } from '../store/catalogue.js';
+import { UpstreamClient } from '../upstream/client.js';
+import type { Logger } from '../log.js';
+import { BlobService, type BlobEvents } from './blobs.js';
+import { ManifestService, type ManifestEvents } from './manifests.js';
+import { Router, type Upstream } from './routing.js';
+import { TagService } from './tags.js';
+
+const DOCKER_HUB_HOSTS = new Set(['registry-1.docker.io', 'docker.io', 'index.docker.io']);
+/** Hot manifests stay in memory: they are small and asked for on every pull. */
+const MANIFEST_CACHE_BYTES = 64 * 1024 * 1024;
+
+export interface MirrorEvents extends ManifestEvents, BlobEvents {}
+
+/** The mirror: store, catalogue, upstream clients and the services that join them. */
+export class Mirror {
+  private constructor(
+    readonly config: MirrorConfig,
+    readonly store: BlobStore,
+    readonly catalogue: Catalogue,
+    readonly router: Router,
+    readonly manifests: ManifestService,
+    readonly blobs: BlobService,
+    readonly tags: TagService,
+    readonly allowList: PlatformAllowList,
+  ) {}
+
+  static async open(config: MirrorConfig, log: Logger, events: MirrorEvents = {}): Promise<Mirror> {
+    const dataDir = resolve(config.dataDir);
+    const store = new BlobStore(dataDir);
+    await store.init();
+    const catalogue = new Catalogue(join(dataDir, 'mirror.db'));
+    const allowList = PlatformAllowList.parse(config.platforms);
+    const upstreams: Upstream[] = config.upstreams.map((u) => {
+      const names = upstreamNames(u).map((n) => n.toLowerCase());
+      return {
+        name: u.aliases[0] ?? new URL(u.url).host,
+        names,
+        libraryPrefix: u.libraryPrefix ?? names.some((n) => DOCKER_HUB_HOSTS.has(n)),
+        client: new UpstreamClient(
+          {
+            url: u.url,
+            credentials: u.username !== undefined && u.password !== undefined ? { username: u.username, password: u.password } : undefined,
+            timeouts: {
+              connectMs: config.upstream.connectTimeoutMs,
+              headersMs: config.upstream.headersTimeoutMs,
+              bodyIdleMs: config.upstream.bodyIdleTimeoutMs,
+            },
+            attempts: config.upstream.attempts,
+            maxManifestBytes: config.limits.maxManifestBytes,
+          },
+          log,
+        ),
+      };
+    });
+    const router = new Router(upstreams, pickDefault(upstreams, config.defaultUpstream));
+    const cache = new LRUCache<string, Buffer>({ maxSize: MANIFEST_CACHE_BYTES, sizeCalculation: (b) => b.length || 1 });
+    const manifests = new ManifestService(
+      store,
+      catalogue,
+      cache,
+      {
+        allowList,
+        notMirrored: config.notMirroredResponse,
+        offline: config.offline,
+        tagTtlMs: config.tags.ttlSeconds * 1000,
+      },
+      log,
+      events,
+    );
+    const blobs = new BlobService(store, catalogue, { offline: config.offline, requireReference: config.blobs.requireReference }, log, events);
+    const tags = new TagService(catalogue, config.offline, log);
+    return new Mirror(config, store, catalogue, router, manifests, blobs, tags, allowList);
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.blobs.inFlight().map((d) => d.finished));
+    await Promise.all(this.router.upstreams.map((u) => u.client.close()));
+    this.catalogue.close();
+  }
+}
+
+function pickDefault(upstreams: Upstream[], name: string | undefined): Upstream {
+  if (name) {
+    const found = upstreams.find((u) => u.names.includes(name.toLowerCase()));
+    if (found) return found;
+  }
+  return upstreams[0]!;
+}

@@ -1,0 +1,79 @@
+import { ociErrors } from '../oci/errors.js';
+import { isValidRepositoryName, looksLikeRegistryHost } from '../oci/reference.js';
+import type { UpstreamClient } from '../upstream/client.js';
+
+/** A configured upstream registry as the router sees it. */
+export interface Upstream {
+  /** Canonical name: the first alias, else host[:port]. Also the store's namespace for it. */
+  name: string;
+  /** Every name that routes here (host[:port] and aliases), lower-case. */
+  names: string[];
+  libraryPrefix: boolean;
+  client: UpstreamClient;
+}
+
+/** Where a request goes: the upstream, its repository there, and the mirror's key for it. */
+export interface Route {
+  upstream: Upstream;
+  /** Repository name at the upstream, e.g. `library/alpine`. */
+  repo: string;
+  /** The mirror's repository key: `<upstream name>/<repo>`, e.g. `docker.io/library/alpine`. */
+  key: string;
+}
+
+export class Router {
+  private readonly byName = new Map<string, Upstream>();
+
+  constructor(
+    readonly upstreams: Upstream[],
+    readonly defaultUpstream: Upstream,
+  ) {
+    for (const u of upstreams) for (const n of u.names) this.byName.set(n.toLowerCase(), u);
+  }
+
+  find(name: string): Upstream | undefined {
+    return this.byName.get(name.toLowerCase());
+  }
+
+  /**
+   * Routes a repository name from a request path, the way each client sends it:
+   * containerd's `?ns=<registry>`, a `<registry>/` path prefix (podman and CRI-O mirrors), or
+   * the default upstream (Docker's registry-mirrors), with `library/` for Docker Hub's official images.
+   * Names an unconfigured registry? A clear error, and no connection is made anywhere.
+   */
+  route(pathName: string, ns?: string): Route {
+    let upstream: Upstream | undefined;
+    let repo = pathName;
+    if (ns !== undefined && ns !== '') {
+      upstream = this.find(ns);
+      if (!upstream) throw this.unknownRegistry(ns);
+    } else {
+      const slash = pathName.indexOf('/');
+      const first = slash > 0 ? pathName.slice(0, slash) : '';
+      if (first && looksLikeRegistryHost(first)) {
+        upstream = this.find(first);
+        if (!upstream) throw this.unknownRegistry(first);
+        repo = pathName.slice(slash + 1);
+      } else {
+        upstream = this.defaultUpstream;
+      }
+    }
+    if (!isValidRepositoryName(repo)) {
+      throw ociErrors.nameInvalid(`invalid repository name "${clip(repo)}": must match the distribution spec's name grammar`);
+    }
+    if (upstream.libraryPrefix && !repo.includes('/')) repo = `library/${repo}`;
+    return { upstream, repo, key: `${upstream.name}/${repo}` };
+  }
+
+  private unknownRegistry(name: string) {
+    const configured = this.upstreams.map((u) => u.name).join(', ');
+    return ociErrors.nameUnknown(`registry "${clip(name)}" is not mirrored here (this mirror's upstreams: ${configured})`, {
+      registry: clip(name),
+      upstreams: this.upstreams.map((u) => u.name),
+    });
+  }
+}
+
+function clip(s: string): string {
+  return s.length > 100 ? `${s.slice(0, 97)}...` : s;
+}

@@ -1,0 +1,47 @@
+import type { MirrorConfig } from './config/schema.js';
+import { createApp } from './http/app.js';
+import { listen, type RunningServer } from './http/server.js';
+import { createLogger, type Logger } from './log.js';
+import { Mirror } from './mirror/mirror.js';
+
+export interface RunningMirror {
+  mirror: Mirror;
+  server: RunningServer;
+  log: Logger;
+  stop(): Promise<void>;
+}
+
+/** Opens the store, starts the HTTP server, and returns a handle that shuts both down cleanly. */
+export async function startMirror(config: MirrorConfig, log: Logger = createLogger(config.log.level)): Promise<RunningMirror> {
+  const mirror = await Mirror.open(config, log);
+  const app = createApp(mirror, log);
+  let server: RunningServer;
+  try {
+    server = await listen(app, config.host, config.port);
+  } catch (e) {
+    await mirror.close();
+    throw e;
+  }
+  log.info('sparse-mirror listening', {
+    url: server.url,
+    dataDir: config.dataDir,
+    platforms: config.platforms,
+    upstreams: mirror.router.upstreams.map((u) => u.name),
+    default: mirror.router.defaultUpstream.name,
+    offline: config.offline,
+  });
+  let stopping: Promise<void> | undefined;
+  return {
+    mirror,
+    server,
+    log,
+    stop: () =>
+      (stopping ??= (async () => {
+        // Stop accepting, let downloads in flight finish into the store, then close SQLite.
+        const closed = server.close();
+        await mirror.close();
+        server.server.closeAllConnections();
+        await closed;
+      })()),
+  };
+}
