@@ -1,11 +1,14 @@
 import type { MirrorConfig } from './config/schema.js';
-import { createApp } from './http/app.js';
+import { createApp, type PushHandler } from './http/app.js';
+import { Authenticator } from './http/auth.js';
+import { Metrics } from './http/metrics.js';
 import { listen, type RunningServer } from './http/server.js';
 import { createLogger, type Logger } from './log.js';
 import { Mirror } from './mirror/mirror.js';
 
 export interface RunningMirror {
   mirror: Mirror;
+  metrics: Metrics;
   server: RunningServer;
   log: Logger;
   stop(): Promise<void>;
@@ -13,8 +16,14 @@ export interface RunningMirror {
 
 /** Opens the store, starts the HTTP server, and returns a handle that shuts both down cleanly. */
 export async function startMirror(config: MirrorConfig, log: Logger = createLogger(config.log.level)): Promise<RunningMirror> {
-  const mirror = await Mirror.open(config, log);
-  const app = createApp(mirror, log);
+  const metrics = new Metrics();
+  const auth = config.auth.enabled ? await Authenticator.create(config.auth) : undefined;
+  const mirror = await Mirror.open(config, log, {
+    fetched: (_route, bytes) => metrics.upstreamBytes.inc({}, bytes),
+    upstreamFailure: (upstream, failure) => metrics.upstreamErrors.inc({ upstream, failure }),
+  });
+  const push: PushHandler | undefined = undefined;
+  const app = createApp({ mirror, log, metrics, auth, push });
   let server: RunningServer;
   try {
     server = await listen(app, config.host, config.port);
@@ -33,6 +42,7 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
   let stopping: Promise<void> | undefined;
   return {
     mirror,
+    metrics,
     server,
     log,
     stop: () =>

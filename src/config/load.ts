@@ -16,6 +16,9 @@ export const ENV = {
   dataDir: 'MIRROR_DATA',
   offline: 'MIRROR_OFFLINE',
   config: 'MIRROR_CONFIG',
+  /** Comma-separated `role=token` (or bare `token`, role pull) added to auth.tokens. */
+  authTokens: 'MIRROR_AUTH_TOKENS',
+  logLevel: 'MIRROR_LOG_LEVEL',
 } as const;
 
 export const DEFAULT_CONFIG_FILE = 'mirror.config.ts';
@@ -76,6 +79,20 @@ export function applyEnv(input: MirrorConfigInput, env: NodeJS.ProcessEnv): Mirr
   if (offline !== undefined && offline !== '') {
     if (!/^(1|0|true|false)$/i.test(offline)) throw new ConfigError(`${ENV.offline}: "${offline}" must be 1 or 0`);
     out.offline = /^(1|true)$/i.test(offline);
+  }
+  const level = env[ENV.logLevel];
+  if (level) out.log = { ...out.log, level: level as 'info' };
+  const tokens = env[ENV.authTokens];
+  if (tokens) {
+    const extra = tokens
+      .split(',')
+      .map((t) => t.trim())
+      .filter(Boolean)
+      .map((entry) => {
+        const eq = entry.indexOf('=');
+        return eq > 0 ? { role: entry.slice(0, eq) as 'pull', token: entry.slice(eq + 1) } : { token: entry };
+      });
+    out.auth = { ...out.auth, tokens: [...(out.auth?.tokens ?? []), ...extra] };
   }
   const upstream = env[ENV.upstream];
   if (upstream) {

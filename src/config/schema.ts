@@ -16,6 +16,46 @@ const upstreamSchema = z.object({
   libraryPrefix: z.boolean().optional(),
 });
 
+export const ROLES = ['pull', 'push', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+const authSchema = z.object({
+  /** Off by default: anyone who can reach the mirror may pull. */
+  enabled: z.boolean().default(false),
+  realm: z.string().default('sparse-mirror'),
+  /** An htpasswd file of bcrypt hashes (`htpasswd -B`); its users get `htpasswdRole`. */
+  htpasswd: z.string().optional(),
+  htpasswdRole: z.enum(ROLES).default('pull'),
+  users: z
+    .array(
+      z.object({
+        username: z.string().min(1),
+        /** bcrypt hash ($2a$/$2b$/$2y$), never the password itself. */
+        passwordHash: z.string().regex(/^\$2[aby]\$\d{2}\$.{53}$/, 'expected a bcrypt hash'),
+        role: z.enum(ROLES).default('pull'),
+      }),
+    )
+    .default([]),
+  /** Static bearer tokens (or Basic with the token as password), for CI and scripts. */
+  tokens: z.array(z.object({ token: z.string().min(16, 'tokens must be at least 16 characters'), role: z.enum(ROLES).default('pull') })).default([]),
+});
+
+const pushSchema = z.object({
+  /** Off by default. When on, pushes need a user with the push or admin role (auth.enabled). */
+  enabled: z.boolean().default(false),
+  /** Repositories under this first path component are local: pushed here, never fetched upstream. */
+  namespace: z.string().regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/).default('local'),
+  /**
+   * Which children an image index must have present when pushed: `all` (stock registries),
+   * `none` (any sparse index), or a list of platforms whose children must be present.
+   */
+  indexChildren: z.union([z.enum(['all', 'none']), z.array(platformString).min(1)]).default('all'),
+  /** Allow DELETE of manifests and tags (push role). */
+  allowDelete: z.boolean().default(false),
+  /** An upload session idle this long is cancelled and its data removed. */
+  uploadTimeoutSeconds: z.number().positive().default(3600),
+});
+
 export const configSchema = z
   .object({
     host: z.string().default('127.0.0.1'),
@@ -61,10 +101,35 @@ export const configSchema = z
       })
       .prefault({}),
     log: z.object({ level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info') }).prefault({}),
+    auth: authSchema.prefault({}),
+    push: pushSchema.prefault({}),
+    storage: z
+      .object({
+        /** When the store grows past this, `serve` evicts least-recently-used images. Unset: no limit. */
+        maxBytes: z.number().int().positive().optional(),
+        /** `gc` forgets tags not pulled for this many days. Unset: tags are kept. */
+        tagRetentionDays: z.number().positive().optional(),
+      })
+      .prefault({}),
+    sync: z
+      .object({
+        /** References `serve` keeps fresh in the background, e.g. docker.io/library/alpine:3.20. */
+        images: z.array(z.string().min(1)).default([]),
+        /** Also every upstream tag of these repositories matching the pattern (a regular expression). */
+        tagPatterns: z.array(z.object({ repository: z.string().min(1), pattern: z.string().min(1) })).default([]),
+        intervalSeconds: z.number().positive().default(3600),
+      })
+      .prefault({}),
   })
   .superRefine((c, ctx) => {
     if (c.defaultUpstream && !c.upstreams.some((u) => upstreamNames(u).includes(c.defaultUpstream!))) {
       ctx.addIssue({ code: 'custom', path: ['defaultUpstream'], message: `"${c.defaultUpstream}" names no configured upstream` });
+    }
+    if (c.push.enabled && c.upstreams.some((u) => upstreamNames(u).includes(c.push.namespace))) {
+      ctx.addIssue({ code: 'custom', path: ['push', 'namespace'], message: `"${c.push.namespace}" is also an upstream's name` });
+    }
+    if (c.push.enabled && !c.auth.enabled) {
+      ctx.addIssue({ code: 'custom', path: ['push', 'enabled'], message: 'pushing needs auth.enabled with a user or token of role push or admin' });
     }
     c.upstreams.forEach((u, i) => {
       if ((u.username === undefined) !== (u.password === undefined)) {

@@ -1,76 +1,161 @@
 import { Hono, type Context } from 'hono';
 import type { HttpBindings } from '@hono/node-server';
+import { access, constants } from 'node:fs/promises';
+import type { Role } from '../config/schema.js';
 import { OciError, ociErrors } from '../oci/errors.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Route } from '../mirror/routing.js';
 import type { Logger } from '../log.js';
-import { parseApiPath } from './paths.js';
+import { hasRole, type Authenticator, type Identity } from './auth.js';
+import type { Metrics } from './metrics.js';
+import { parseApiPath, type ApiPath } from './paths.js';
 import { API_VERSION_HEADER, blobResponse, errorResponse, manifestResponse } from './responses.js';
 
-type Env = { Bindings: HttpBindings; Variables: { route?: Route } };
+export type AppEnv = {
+  Bindings: HttpBindings;
+  Variables: { route?: Route; cache?: string; identity?: Identity; kind?: string };
+};
+
+/** Handles the write side of the API (uploads, manifest PUT, DELETE, referrers) when push is enabled. */
+export type PushHandler = (c: Context<AppEnv>, path: ApiPath, route: Route) => Promise<Response>;
+
+export interface AppDeps {
+  mirror: Mirror;
+  log: Logger;
+  metrics: Metrics;
+  auth?: Authenticator;
+  push?: PushHandler;
+}
+
+const READ_METHODS = new Set(['GET', 'HEAD']);
 
 /** The registry API in front of the mirror. Parsing and response shapes only; the policy lives in mirror/. */
-export function createApp(mirror: Mirror, log: Logger): Hono<Env> {
-  const app = new Hono<Env>();
+export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
+  const app = new Hono<AppEnv>();
 
   app.use('*', async (c, next) => {
     const started = performance.now();
     await next();
     const route = c.get('route');
+    const kind = c.get('kind') ?? 'other';
+    const status = c.res.status === 200 && c.env?.outgoing?.headersSent ? c.env.outgoing.statusCode : c.res.status;
+    const bytes = Number(c.res.headers.get('content-length') ?? c.env?.outgoing?.getHeader?.('content-length') ?? 0);
+    metrics.requests.inc({ route: kind, method: c.req.method, status: String(status) });
+    if (c.req.method === 'GET' && status < 300) metrics.servedBytes.inc({}, bytes);
     log.info('request', {
       method: c.req.method,
       path: new URL(c.req.url).pathname,
-      status: c.res.status,
-      bytes: Number(c.res.headers.get('content-length') ?? c.env?.outgoing?.getHeader?.('content-length') ?? 0),
+      status,
+      bytes,
       ms: Math.round((performance.now() - started) * 10) / 10,
+      cache: c.get('cache'),
       upstream: route?.upstream.name,
+      user: c.get('identity')?.user,
     });
   });
 
-  app.on(['GET', 'HEAD'], ['/v2', '/v2/'], () => new Response('{}', { headers: { 'Content-Type': 'application/json', ...API_VERSION_HEADER } }));
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  app.get('/readyz', async (c) => {
+    try {
+      mirror.catalogue.ping();
+      await access(mirror.store.blobsDir, constants.W_OK);
+      await access(mirror.store.tmpDir, constants.W_OK);
+      return c.json({ status: 'ready' });
+    } catch (e) {
+      return c.json({ status: 'unavailable', error: (e as Error).message }, 503);
+    }
+  });
+
+  app.get('/metrics', async (c) => {
+    if (auth) await requireRole(c, auth, 'admin');
+    const body = metrics.render([
+      { name: 'sparse_mirror_store_bytes', help: 'Bytes held in the store (blobs and manifests).', value: mirror.catalogue.storeBytes() },
+    ]);
+    return c.body(body, 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
+  });
 
   app.all('/v2/*', async (c) => {
     const url = new URL(c.req.url);
     const path = parseApiPath(url.pathname);
     const method = c.req.method;
-    if (path.kind === 'unknown' || path.kind === 'base') {
-      throw new OciError(404, 'NAME_UNKNOWN', `no registry API route at ${url.pathname.slice(0, 200)}`);
+    c.set('kind', path.kind);
+    if (auth) await requireRole(c, auth, READ_METHODS.has(method) && path.kind !== 'upload' ? 'pull' : 'push');
+    if (path.kind === 'base') {
+      return new Response('{}', { headers: { 'Content-Type': 'application/json', ...API_VERSION_HEADER } });
     }
-    if (method !== 'GET' && method !== 'HEAD') {
-      throw ociErrors.unsupported(`${method} is not supported: this mirror is read-only`);
+    if (path.kind === 'unknown') {
+      throw new OciError(404, 'NAME_UNKNOWN', `no registry API route at ${url.pathname.slice(0, 200)}`);
     }
     const ns = url.searchParams.get('ns') ?? undefined;
     const route = mirror.router.route(path.name, ns);
     c.set('route', route);
+    if (!READ_METHODS.has(method) || path.kind === 'upload' || path.kind === 'referrers') {
+      if (push && route.local) return push(c, path, route);
+      if (push) throw ociErrors.denied(`${route.key} is mirrored from ${route.upstream.name}; push to ${mirror.router.localNamespace}/… instead`);
+      if (path.kind === 'referrers') throw new OciError(404, 'NAME_UNKNOWN', 'the referrers API is served for pushed repositories only');
+      throw ociErrors.unsupported(`${method} is not supported: this mirror is read-only (push is disabled)`);
+    }
     const extra = { 'OCI-Namespace': ns ?? route.upstream.name };
     const wantBody = method === 'GET';
     switch (path.kind) {
       case 'manifest': {
         const m = await mirror.manifests.get(route, path.reference, wantBody);
+        c.set('cache', m.source === 'store' ? 'hit' : m.source === 'stale' ? 'stale' : 'miss');
+        metrics.cache.inc({ kind: 'manifest', result: c.get('cache')! });
         return manifestResponse(m, extra, c.req.header('if-none-match'));
       }
       case 'blob': {
         const b = await mirror.blobs.get(route, path.digest, { wantBody, range: c.req.header('range') });
+        c.set('cache', b.source === 'store' ? 'hit' : 'miss');
+        metrics.cache.inc({ kind: 'blob', result: c.get('cache')! });
         return blobResponse(c.env?.outgoing, b, extra);
       }
       case 'tags': {
-        const page = await mirror.tags.list(route, path.name, url.searchParams.get('n') ?? undefined, url.searchParams.get('last') ?? undefined, url.pathname);
-        const headers: Record<string, string> = { 'Content-Type': 'application/json', ...API_VERSION_HEADER, ...extra };
+        const page = await mirror.tags.list(
+          route,
+          path.name,
+          url.searchParams.get('n') ?? undefined,
+          url.searchParams.get('last') ?? undefined,
+          url.pathname,
+        );
+        const headers: Record<string, string> = {
+          'Content-Type': 'application/json',
+          'Content-Length': String(page.body.length),
+          ...API_VERSION_HEADER,
+          ...extra,
+        };
         if (page.link) headers.Link = page.link;
-        return new Response(wantBody ? new Uint8Array(page.body) : null, { headers: { ...headers, 'Content-Length': String(page.body.length) } });
+        return new Response(wantBody ? new Uint8Array(page.body) : null, { headers });
       }
-      default:
-        throw ociErrors.unsupported(`${path.kind} is not supported: this mirror is read-only`);
     }
   });
 
   app.notFound((c) => errorResponse(new OciError(404, 'NAME_UNKNOWN', `no route at ${new URL(c.req.url).pathname.slice(0, 200)}`)));
 
-  app.onError((err, c: Context<Env>) => {
-    if (err instanceof OciError) return errorResponse(err);
-    log.error('internal error', { method: c.req.method, path: new URL(c.req.url).pathname, error: (err as Error).message, stack: (err as Error).stack });
+  app.onError((err, c) => {
+    if (err instanceof OciError) {
+      const platform = (err.detail as { platform?: unknown } | undefined)?.platform;
+      if ((err.code === 'DENIED' || err.code === 'MANIFEST_UNKNOWN') && typeof platform === 'string') {
+        metrics.notMirrored.inc({ platform });
+      }
+      return errorResponse(err);
+    }
+    log.error('internal error', {
+      method: c.req.method,
+      path: new URL(c.req.url).pathname,
+      error: (err as Error).message,
+      stack: (err as Error).stack,
+    });
     return errorResponse(new OciError(500, 'UNSUPPORTED', 'internal error in the mirror; see its log'));
   });
 
   return app;
+}
+
+/** 401 with a challenge when unauthenticated; 403 when the identity lacks the role. */
+async function requireRole(c: Context<AppEnv>, auth: Authenticator, role: Role): Promise<void> {
+  const identity = await auth.authenticate(c.req.header('authorization'));
+  if (!identity) throw ociErrors.unauthorized('authentication required', auth.challenge());
+  c.set('identity', identity);
+  if (!hasRole(identity, role)) throw ociErrors.denied(`user ${identity.user} may not ${role === 'pull' ? 'pull' : role === 'push' ? 'push' : 'administer this mirror'}`);
 }

@@ -5,6 +5,7 @@ import { parseRange, type ByteRange } from '../oci/range.js';
 import type { BlobStore } from '../store/blob-store.js';
 import type { Catalogue } from '../store/catalogue.js';
 import type { Logger } from '../log.js';
+import type { UpstreamClient } from '../upstream/client.js';
 import { BlobDownload } from './blob-download.js';
 import type { Route } from './routing.js';
 import { toClientError } from './upstream-errors.js';
@@ -16,8 +17,7 @@ export interface BlobPolicy {
 }
 
 export interface BlobEvents {
-  hit?(route: Route): void;
-  miss?(route: Route): void;
+  /** A blob was fetched from upstream and stored. */
   fetched?(route: Route, bytes: number): void;
 }
 
@@ -28,6 +28,7 @@ export interface BlobResult {
   range?: ByteRange;
   /** The body (the whole blob or `range`); absent for HEAD. */
   body?: Readable;
+  source: 'store' | 'upstream';
 }
 
 /**
@@ -55,7 +56,8 @@ export class BlobService {
     if (!parsed.ok) throw ociErrors.digestInvalid(parsed.reason, { digest: digestText.slice(0, 80) });
     const digest = parsed.digest;
     const reference = this.catalogue.blobReference(route.key, digest.value);
-    if (this.policy.requireReference && !reference) {
+    // Pushed repositories hold whatever their pushers uploaded; the rule guards upstream fetches.
+    if (this.policy.requireReference && !reference && !route.local) {
       throw ociErrors.blobUnknown(
         `blob ${digest.value} is not referenced by any manifest this mirror holds for ${route.key}; ` +
           `pull the image's manifest through the mirror first (it only fetches blobs of the platforms it carries)`,
@@ -68,8 +70,7 @@ export class BlobService {
       const size = await this.store.size(digest);
       if (size === stored.size) {
         this.catalogue.touchBlob(digest.value);
-        this.events.hit?.(route);
-        return this.respond(digest, size, opts, (range) => this.store.createReadStream(digest, range));
+        return this.respond(digest, size, opts, 'store', (range) => this.store.createReadStream(digest, range));
       }
       this.log.error('catalogue lists a blob whose file is missing or damaged; fetching it again', { digest: digest.value });
       this.catalogue.removeBlob(digest.value);
@@ -78,24 +79,25 @@ export class BlobService {
     const running = this.downloads.get(digest.value);
     if (running) return this.followDownload(route, running, opts);
 
-    if (this.policy.offline) {
-      throw ociErrors.blobUnknown(`blob ${digest.value} is not in this mirror, and the mirror is offline`, { digest: digest.value });
+    const client = this.policy.offline ? undefined : route.upstream.client;
+    if (!client) {
+      const why = route.local ? '' : ', and the mirror is offline';
+      throw ociErrors.blobUnknown(`blob ${digest.value} is not in this mirror${why}`, { digest: digest.value });
     }
-    this.events.miss?.(route);
     if (!opts.wantBody) {
       // HEAD of a blob we lack: ask upstream for its size, download nothing.
       try {
-        const head = await route.upstream.client.blobHead(route.repo, digest.value);
-        return { digest: digest.value, size: head.size ?? reference?.size };
+        const head = await client.blobHead(route.repo, digest.value);
+        return { digest: digest.value, size: head.size ?? reference?.size, source: 'upstream' };
       } catch (e) {
         throw toClientError(e, 'BLOB_UNKNOWN');
       }
     }
-    return this.followDownload(route, this.startDownload(route, digest, reference?.size), opts);
+    return this.followDownload(route, this.startDownload(route, client, digest, reference?.size), opts);
   }
 
-  private startDownload(route: Route, digest: Digest, expectedSize: number | undefined): BlobDownload {
-    const download = new BlobDownload(digest, this.store, { client: route.upstream.client, repo: route.repo }, expectedSize);
+  private startDownload(route: Route, client: UpstreamClient, digest: Digest, expectedSize: number | undefined): BlobDownload {
+    const download = new BlobDownload(digest, this.store, { client, repo: route.repo }, expectedSize);
     this.downloads.set(digest.value, download);
     download.finished.then(
       () => {
@@ -110,21 +112,22 @@ export class BlobService {
   private async followDownload(route: Route, download: BlobDownload, opts: { wantBody: boolean; range?: string }): Promise<BlobResult> {
     await download.ready;
     if (download.state === 'failed') throw toClientError(download.error, 'BLOB_UNKNOWN');
-    return this.respond(download.digest, download.size, opts, (range) => download.follow(range));
+    return this.respond(download.digest, download.size, opts, 'upstream', (range) => download.follow(range));
   }
 
   private respond(
     digest: Digest,
     size: number | undefined,
     opts: { wantBody: boolean; range?: string },
+    source: BlobResult['source'],
     open: (range?: ByteRange) => Readable,
   ): BlobResult {
-    if (size === undefined) return { digest: digest.value, body: opts.wantBody ? open() : undefined };
+    if (size === undefined) return { digest: digest.value, body: opts.wantBody ? open() : undefined, source };
     const r = parseRange(opts.range, size);
     if (r.kind === 'unsatisfiable') {
       throw ociErrors.rangeInvalid(`range ${opts.range} is outside blob ${digest.value} (${size} bytes)`, size);
     }
     const range = r.kind === 'range' ? r.range : undefined;
-    return { digest: digest.value, size, range, body: opts.wantBody ? open(range) : undefined };
+    return { digest: digest.value, size, range, body: opts.wantBody ? open(range) : undefined, source };
   }
 }

@@ -20,6 +20,8 @@ export interface ManifestResult {
   size: number;
   /** The exact stored bytes; absent when the caller asked for headers only. */
   bytes?: Buffer;
+  /** Where the answer came from: the store, upstream just now, or the store after upstream failed. */
+  source: 'store' | 'upstream' | 'stale';
 }
 
 export interface ManifestPolicy {
@@ -30,10 +32,8 @@ export interface ManifestPolicy {
 }
 
 export interface ManifestEvents {
-  hit?(route: Route): void;
-  miss?(route: Route): void;
-  notMirrored?(platform: string): void;
-  staleServed?(route: Route): void;
+  /** A manifest (or image config) was fetched from upstream and stored. */
+  fetched?(route: Route, bytes: number): void;
 }
 
 interface Fetched {
@@ -74,15 +74,13 @@ export class ManifestService {
     if (row) {
       const served = await this.serveStored(row, wantBody);
       if (served) {
-        this.events.hit?.(route);
         return served;
       }
     }
     this.assertNotExcluded(route, digest.value);
-    if (this.policy.offline) {
-      throw ociErrors.manifestUnknown(`manifest ${digest.value} of ${route.key} is not in this mirror, and the mirror is offline`);
+    if (!this.canFetch(route)) {
+      throw ociErrors.manifestUnknown(`manifest ${digest.value} of ${route.key} is not in this mirror${this.offlineNote(route)}`);
     }
-    this.events.miss?.(route);
     return result(await this.fetch(route, digest.value), wantBody);
   }
 
@@ -92,21 +90,19 @@ export class ManifestService {
     const stored = known && this.catalogue.getManifest(route.key, known.digest);
     if (known && stored) {
       const fresh = Date.now() - known.checked_at < this.policy.tagTtlMs;
-      if (fresh || this.policy.offline) {
+      if (fresh || !this.canFetch(route)) {
         const served = await this.serveStored(stored, wantBody);
         if (served) {
-          this.events.hit?.(route);
           return served;
         }
       } else {
         try {
           // Revalidate with a HEAD (free against Docker Hub's pull limit); fetch only if it moved.
-          const head = await route.upstream.client.manifest(route.repo, tag, 'HEAD');
+          const head = await route.upstream.client!.manifest(route.repo, tag, 'HEAD');
           if (head.digest === known.digest) {
             this.catalogue.markTagChecked(route.key, tag);
             const served = await this.serveStored(stored, wantBody);
             if (served) {
-              this.events.hit?.(route);
               return served;
             }
           }
@@ -118,18 +114,14 @@ export class ManifestService {
             error: e.message,
           });
           const served = await this.serveStored(stored, wantBody);
-          if (served) {
-            this.events.staleServed?.(route);
-            return served;
-          }
+          if (served) return { ...served, source: 'stale' };
           throw toClientError(e, 'MANIFEST_UNKNOWN');
         }
       }
     }
-    if (this.policy.offline) {
-      throw ociErrors.manifestUnknown(`${ref} is not in this mirror, and the mirror is offline`);
+    if (!this.canFetch(route)) {
+      throw ociErrors.manifestUnknown(`${ref} is not in this mirror${this.offlineNote(route)}`);
     }
-    this.events.miss?.(route);
     try {
       return result(await this.fetch(route, tag), wantBody);
     } catch (e) {
@@ -137,15 +129,24 @@ export class ManifestService {
       if (known && stored && canServeStale(e)) {
         this.log.warn('upstream failed; serving the stored tag (stale-if-error)', { ref, error: e.message });
         const served = await this.serveStored(stored, wantBody);
-        if (served) return served;
+        if (served) return { ...served, source: 'stale' };
       }
       throw e;
     }
   }
 
+  /** Upstream may be asked: not offline, and not a repository of the local namespace. */
+  private canFetch(route: Route): boolean {
+    return !this.policy.offline && route.upstream.client !== undefined;
+  }
+
+  private offlineNote(route: Route): string {
+    return route.local ? '' : ', and the mirror is offline';
+  }
+
   private async serveStored(row: ManifestRow, wantBody: boolean): Promise<ManifestResult | undefined> {
     this.catalogue.touchManifest(row.repo, row.digest);
-    const base = { digest: row.digest, mediaType: row.media_type, size: row.size };
+    const base = { digest: row.digest, mediaType: row.media_type, size: row.size, source: 'store' as const };
     if (!wantBody) return base;
     let bytes = this.cache.get(row.digest);
     if (!bytes) {
@@ -167,7 +168,6 @@ export class ManifestService {
     const excluded = entries.filter((e) => e.platform !== null && !this.allows(e.platform));
     if (excluded.length < entries.length) return;
     const entry = excluded[0]!;
-    this.events.notMirrored?.(entry.platform!);
     throw notMirroredError({
       platform: entry.platform!,
       digest,
@@ -198,7 +198,9 @@ export class ManifestService {
   }
 
   private async fetchAndStore(route: Route, reference: string): Promise<Fetched> {
-    const res = await route.upstream.client.manifest(route.repo, reference, 'GET');
+    const client = route.upstream.client;
+    if (!client) throw ociErrors.manifestUnknown(`${route.key}:${reference} is not in this mirror`);
+    const res = await client.manifest(route.repo, reference, 'GET');
     const bytes = res.bytes!;
     const requested = isDigestLike(reference) ? parseDigest(reference) : undefined;
     const algorithm = requested?.ok ? requested.digest.algorithm : 'sha256';
@@ -240,6 +242,7 @@ export class ManifestService {
     });
     if (!isDigestLike(reference)) this.catalogue.setTag(route.key, reference, digest);
     this.cache.set(digest, bytes);
+    this.events.fetched?.(route, bytes.length);
     return { row, bytes };
   }
 
@@ -255,7 +258,6 @@ export class ManifestService {
     const platform = await this.configPlatform(route, manifest);
     if (platform && !this.policy.allowList.allows(platform)) {
       const name = formatPlatform(platform);
-      this.events.notMirrored?.(name);
       throw notMirroredError({
         platform: name,
         digest,
@@ -273,7 +275,7 @@ export class ManifestService {
     if (!d.ok) return undefined;
     let bytes = await this.store.read(d.digest);
     if (!bytes) {
-      const res = await route.upstream.client.blob(route.repo, d.digest.value);
+      const res = await route.upstream.client!.blob(route.repo, d.digest.value);
       const chunks: Buffer[] = [];
       let total = 0;
       for await (const c of res.body) {
@@ -292,6 +294,7 @@ export class ManifestService {
       if (!platform || this.policy.allowList.allows(platform)) {
         await this.store.put(d.digest, bytes);
         this.catalogue.addBlob(d.digest.value, bytes.length);
+        this.events.fetched?.(route, bytes.length);
       }
       return platform;
     }
@@ -321,7 +324,13 @@ function childRows(manifest: Extract<ParsedManifest, { kind: 'index' }>) {
 }
 
 function result(f: Fetched, wantBody: boolean): ManifestResult {
-  return { digest: f.row.digest, mediaType: f.row.media_type, size: f.row.size, ...(wantBody ? { bytes: f.bytes } : {}) };
+  return {
+    digest: f.row.digest,
+    mediaType: f.row.media_type,
+    size: f.row.size,
+    source: 'upstream',
+    ...(wantBody ? { bytes: f.bytes } : {}),
+  };
 }
 
 function clip(s: string): string {

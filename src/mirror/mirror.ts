@@ -6,6 +6,7 @@ import { PlatformAllowList } from '../oci/platform.js';
 import { BlobStore } from '../store/blob-store.js';
 import { Catalogue } from '../store/catalogue.js';
 import { UpstreamClient } from '../upstream/client.js';
+import type { UpstreamFailure } from '../upstream/errors.js';
 import type { Logger } from '../log.js';
 import { BlobService, type BlobEvents } from './blobs.js';
 import { ManifestService, type ManifestEvents } from './manifests.js';
@@ -16,7 +17,9 @@ const DOCKER_HUB_HOSTS = new Set(['registry-1.docker.io', 'docker.io', 'index.do
 /** Hot manifests stay in memory: they are small and asked for on every pull. */
 const MANIFEST_CACHE_BYTES = 64 * 1024 * 1024;
 
-export interface MirrorEvents extends ManifestEvents, BlobEvents {}
+export interface MirrorEvents extends ManifestEvents, BlobEvents {
+  upstreamFailure?(upstream: string, failure: UpstreamFailure): void;
+}
 
 /** The mirror: store, catalogue, upstream clients and the services that join them. */
 export class Mirror {
@@ -39,8 +42,9 @@ export class Mirror {
     const allowList = PlatformAllowList.parse(config.platforms);
     const upstreams: Upstream[] = config.upstreams.map((u) => {
       const names = upstreamNames(u).map((n) => n.toLowerCase());
+      const name = u.aliases[0] ?? new URL(u.url).host;
       return {
-        name: u.aliases[0] ?? new URL(u.url).host,
+        name,
         names,
         libraryPrefix: u.libraryPrefix ?? names.some((n) => DOCKER_HUB_HOSTS.has(n)),
         client: new UpstreamClient(
@@ -54,12 +58,17 @@ export class Mirror {
             },
             attempts: config.upstream.attempts,
             maxManifestBytes: config.limits.maxManifestBytes,
+            onFailure: (failure) => events.upstreamFailure?.(name, failure),
           },
           log,
         ),
       };
     });
-    const router = new Router(upstreams, pickDefault(upstreams, config.defaultUpstream));
+    const router = new Router(
+      upstreams,
+      pickDefault(upstreams, config.defaultUpstream),
+      config.push.enabled ? config.push.namespace : undefined,
+    );
     const cache = new LRUCache<string, Buffer>({ maxSize: MANIFEST_CACHE_BYTES, sizeCalculation: (b) => b.length || 1 });
     const manifests = new ManifestService(
       store,
@@ -81,7 +90,7 @@ export class Mirror {
 
   async close(): Promise<void> {
     await Promise.allSettled(this.blobs.inFlight().map((d) => d.finished));
-    await Promise.all(this.router.upstreams.map((u) => u.client.close()));
+    await Promise.all(this.router.upstreams.map((u) => u.client?.close()));
     this.catalogue.close();
   }
 }

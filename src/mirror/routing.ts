@@ -9,7 +9,8 @@ export interface Upstream {
   /** Every name that routes here (host[:port] and aliases), lower-case. */
   names: string[];
   libraryPrefix: boolean;
-  client: UpstreamClient;
+  /** Absent for the local namespace: content pushed here, never fetched from anywhere. */
+  client?: UpstreamClient;
 }
 
 /** Where a request goes: the upstream, its repository there, and the mirror's key for it. */
@@ -19,16 +20,22 @@ export interface Route {
   repo: string;
   /** The mirror's repository key: `<upstream name>/<repo>`, e.g. `docker.io/library/alpine`. */
   key: string;
+  /** A repository of the local (push) namespace: never routed to an upstream. */
+  local: boolean;
 }
 
 export class Router {
   private readonly byName = new Map<string, Upstream>();
+  private readonly local: Upstream | undefined;
 
   constructor(
     readonly upstreams: Upstream[],
     readonly defaultUpstream: Upstream,
+    /** First path component of repositories that live only here (pushes), e.g. `local`. */
+    readonly localNamespace?: string,
   ) {
     for (const u of upstreams) for (const n of u.names) this.byName.set(n.toLowerCase(), u);
+    if (localNamespace) this.local = { name: localNamespace, names: [], libraryPrefix: false };
   }
 
   find(name: string): Upstream | undefined {
@@ -44,6 +51,10 @@ export class Router {
   route(pathName: string, ns?: string): Route {
     let upstream: Upstream | undefined;
     let repo = pathName;
+    if (this.local && (ns === undefined || ns === '') && pathName.startsWith(`${this.local.name}/`)) {
+      if (!isValidRepositoryName(pathName)) throw invalidName(pathName);
+      return { upstream: this.local, repo: pathName, key: pathName, local: true };
+    }
     if (ns !== undefined && ns !== '') {
       upstream = this.find(ns);
       if (!upstream) throw this.unknownRegistry(ns);
@@ -58,11 +69,9 @@ export class Router {
         upstream = this.defaultUpstream;
       }
     }
-    if (!isValidRepositoryName(repo)) {
-      throw ociErrors.nameInvalid(`invalid repository name "${clip(repo)}": must match the distribution spec's name grammar`);
-    }
+    if (!isValidRepositoryName(repo)) throw invalidName(repo);
     if (upstream.libraryPrefix && !repo.includes('/')) repo = `library/${repo}`;
-    return { upstream, repo, key: `${upstream.name}/${repo}` };
+    return { upstream, repo, key: `${upstream.name}/${repo}`, local: false };
   }
 
   private unknownRegistry(name: string) {
@@ -72,6 +81,10 @@ export class Router {
       upstreams: this.upstreams.map((u) => u.name),
     });
   }
+}
+
+function invalidName(name: string) {
+  return ociErrors.nameInvalid(`invalid repository name "${clip(name)}": must match the distribution spec's name grammar`);
 }
 
 function clip(s: string): string {

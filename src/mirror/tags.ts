@@ -27,12 +27,13 @@ export class TagService {
       throw ociErrors.unsupported(`n must be a whole number from 0 to ${MAX_PAGE}`);
     }
     if (last !== undefined && last !== '' && !isValidTag(last)) throw ociErrors.unsupported(`last "${last.slice(0, 80)}" is not a tag`);
-    if (!this.offline) {
+    const client = this.offline ? undefined : route.upstream.client;
+    if (client) {
       const query = new URLSearchParams();
       if (count !== undefined) query.set('n', String(count));
       if (last) query.set('last', last);
       try {
-        const page = await route.upstream.client.tags(route.repo, query.toString());
+        const page = await client.tags(route.repo, query.toString());
         return { body: rewriteName(page.body, name, route), link: page.link ? rewriteLink(page.link, requestPath) : undefined };
       } catch (e) {
         if (!canServeStale(e)) throw toClientError(e, 'NAME_UNKNOWN');

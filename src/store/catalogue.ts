@@ -225,6 +225,22 @@ export class Catalogue {
     })();
   }
 
+  /** Bytes the store holds: blobs plus each distinct manifest once. */
+  storeBytes(): number {
+    const row = this.db
+      .prepare(
+        `SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs)
+              + (SELECT COALESCE(SUM(size), 0) FROM (SELECT DISTINCT digest, size FROM manifests)) AS total`,
+      )
+      .get() as { total: number };
+    return row.total;
+  }
+
+  /** A trivial query: throws if the database is unusable. */
+  ping(): void {
+    this.db.prepare('SELECT 1').get();
+  }
+
   close(): void {
     clearInterval(this.flushTimer);
     if (this.db.open) {

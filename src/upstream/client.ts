@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import { MANIFEST_ACCEPT, baseMediaType } from '../oci/media-types.js';
 import type { Logger } from '../log.js';
 import { parseChallenge, type Challenge } from './challenge.js';
-import { UpstreamError } from './errors.js';
+import { UpstreamError, type UpstreamFailure } from './errors.js';
 import { basicAuthorization, TokenCache, TokenDeniedError, type Credentials } from './token-cache.js';
 
 export interface UpstreamSettings {
@@ -14,6 +14,8 @@ export interface UpstreamSettings {
   /** Tries for one request, counting the first, on network errors and 5xx. */
   attempts: number;
   maxManifestBytes: number;
+  /** Told of every failure a request ends with (for metrics). */
+  onFailure?: (failure: UpstreamFailure) => void;
 }
 
 export interface ManifestResponse {
@@ -123,16 +125,12 @@ export class UpstreamClient {
     const status = res.statusCode;
     if (status === 200) return;
     res.body.resume();
-    const where = `${what} at ${this.origin}`;
-    if (status === 404) throw new UpstreamError('not_found', `${where}: not found upstream`, status);
-    if (status === 401 || status === 403) {
-      throw new UpstreamError('denied', `${where}: upstream refused access (${status}); check the mirror's credentials for it`, status);
-    }
-    if (status === 429) {
-      throw new UpstreamError('rate_limited', `${where}: upstream rate limit reached`, status, header(res, 'retry-after'));
-    }
-    if (status >= 500) throw new UpstreamError('unavailable', `${where}: upstream error ${status}`, status);
-    throw new UpstreamError('bad_response', `${where}: unexpected upstream status ${status}`, status);
+    throw this.failed(statusError(status, `${what} at ${this.origin}`, header(res, 'retry-after')));
+  }
+
+  private failed(e: UpstreamError): UpstreamError {
+    this.settings.onFailure?.(e.failure);
+    return e;
   }
 
   /** One request with auth, redirects and retries; the caller consumes or discards the body. */
@@ -163,15 +161,15 @@ export class UpstreamClient {
           return res;
         }
       } catch (e) {
-        if (e instanceof TokenDeniedError) throw new UpstreamError('denied', `${this.origin}: ${e.message}; check the mirror's credentials`);
+        if (e instanceof TokenDeniedError) throw this.failed(new UpstreamError('denied', `${this.origin}: ${e.message}; check the mirror's credentials`));
         if (e instanceof UpstreamError) throw e;
         lastError = e;
         if (attempt === this.settings.attempts) break;
       }
       await sleep(backoffMs(attempt));
     }
-    if (lastError instanceof UpstreamError) throw lastError;
-    throw new UpstreamError('unavailable', `${this.origin} is unreachable: ${describeNetworkError(lastError)}`);
+    if (lastError instanceof UpstreamError) throw this.failed(lastError);
+    throw this.failed(new UpstreamError('unavailable', `${this.origin} is unreachable: ${describeNetworkError(lastError)}`));
   }
 
   private async authorizedRequest(
@@ -221,6 +219,16 @@ export class UpstreamClient {
     if (res.statusCode !== 200) this.log.warn('upstream token request refused', { upstream: this.origin, status: res.statusCode });
     return { status: res.statusCode, body };
   }
+}
+
+function statusError(status: number, where: string, retryAfter: string | undefined): UpstreamError {
+  if (status === 404) return new UpstreamError('not_found', `${where}: not found upstream`, status);
+  if (status === 401 || status === 403) {
+    return new UpstreamError('denied', `${where}: upstream refused access (${status}); check the mirror's credentials for it`, status);
+  }
+  if (status === 429) return new UpstreamError('rate_limited', `${where}: upstream rate limit reached`, status, retryAfter);
+  if (status >= 500) return new UpstreamError('unavailable', `${where}: upstream error ${status}`, status);
+  return new UpstreamError('bad_response', `${where}: unexpected upstream status ${status}`, status);
 }
 
 function header(res: Dispatcher.ResponseData, name: string): string | undefined {
