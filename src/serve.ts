@@ -1,13 +1,16 @@
 import type { MirrorConfig } from './config/schema.js';
-import { createApp, type PushHandler } from './http/app.js';
+import { createApp } from './http/app.js';
 import { Authenticator } from './http/auth.js';
 import { Metrics } from './http/metrics.js';
+import { createPushApi } from './http/push-routes.js';
 import { listen, type RunningServer } from './http/server.js';
 import { createLogger, type Logger } from './log.js';
+import { Maintenance } from './mirror/maintenance.js';
 import { Mirror } from './mirror/mirror.js';
 
 export interface RunningMirror {
   mirror: Mirror;
+  maintenance: Maintenance;
   metrics: Metrics;
   server: RunningServer;
   log: Logger;
@@ -22,12 +25,13 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
     fetched: (_route, bytes) => metrics.upstreamBytes.inc({}, bytes),
     upstreamFailure: (upstream, failure) => metrics.upstreamErrors.inc({ upstream, failure }),
   });
-  const push: PushHandler | undefined = undefined;
-  const app = createApp({ mirror, log, metrics, auth, push });
+  const pushApi = config.push.enabled ? createPushApi(mirror, config, log) : undefined;
+  const app = createApp({ mirror, log, metrics, auth, push: pushApi?.handler });
   let server: RunningServer;
   try {
     server = await listen(app, config.host, config.port);
   } catch (e) {
+    await pushApi?.close();
     await mirror.close();
     throw e;
   }
@@ -39,9 +43,12 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
     default: mirror.router.defaultUpstream.name,
     offline: config.offline,
   });
+  const maintenance = new Maintenance(mirror, config, log);
+  maintenance.start();
   let stopping: Promise<void> | undefined;
   return {
     mirror,
+    maintenance,
     metrics,
     server,
     log,
@@ -49,6 +56,8 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
       (stopping ??= (async () => {
         // Stop accepting, let downloads in flight finish into the store, then close SQLite.
         const closed = server.close();
+        await maintenance.stop();
+        await pushApi?.close();
         await mirror.close();
         server.server.closeAllConnections();
         await closed;

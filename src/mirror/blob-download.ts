@@ -31,6 +31,8 @@ export class BlobDownload extends EventEmitter {
   /** Settles when the blob is committed to the store, or rejects with why it was not. */
   readonly finished: Promise<void>;
   private writer: BlobWriter | undefined;
+  private body: Readable | undefined;
+  private aborted: Error | undefined;
   private readHandle: FileHandle | undefined;
   private followers = 0;
 
@@ -39,6 +41,8 @@ export class BlobDownload extends EventEmitter {
     private readonly store: BlobStore,
     private readonly source: DownloadSource,
     private readonly expectedSize: number | undefined,
+    /** Runs once the blob is in its final place, before any follower sees the end (records it). */
+    private readonly onCommitted: (size: number) => void = () => {},
   ) {
     super();
     this.setMaxListeners(0);
@@ -65,9 +69,15 @@ export class BlobDownload extends EventEmitter {
       markReady();
       for (let resumes = 0; ; resumes++) {
         try {
+          this.body = response.body;
+          if (this.aborted) {
+            response.body.destroy();
+            throw this.aborted;
+          }
           await this.copy(response.body, this.written - response.offset);
           break;
         } catch (e) {
+          if (this.aborted) throw this.aborted;
           if (e instanceof UpstreamError || resumes >= MAX_RESUMES || isWriteError(e)) throw e;
           // Cut off mid-body: ask for the rest. The hash so far stays valid; bytes before
           // `written` that a server resends (ignoring Range) are skipped, not rewritten.
@@ -77,6 +87,7 @@ export class BlobDownload extends EventEmitter {
       await this.writer.commit().catch((e: Error) => {
         throw asUpstreamFault(e, this.digest.value);
       });
+      this.onCommitted(this.written);
       this.state = 'done';
       this.emit('change');
     } catch (e) {
@@ -89,6 +100,13 @@ export class BlobDownload extends EventEmitter {
     } finally {
       this.releaseHandleIfIdle();
     }
+  }
+
+  /** Stops the download (shutdown): followers get an error, the temp file is removed. */
+  abort(reason = 'the mirror is shutting down'): void {
+    if (this.state === 'done' || this.state === 'failed') return;
+    this.aborted = new Error(`download of ${this.digest.value} aborted: ${reason}`);
+    this.body?.destroy(this.aborted);
   }
 
   private async copy(body: AsyncIterable<Buffer>, skip: number): Promise<void> {

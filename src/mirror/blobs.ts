@@ -97,15 +97,14 @@ export class BlobService {
   }
 
   private startDownload(route: Route, client: UpstreamClient, digest: Digest, expectedSize: number | undefined): BlobDownload {
-    const download = new BlobDownload(digest, this.store, { client, repo: route.repo }, expectedSize);
+    const download = new BlobDownload(digest, this.store, { client, repo: route.repo }, expectedSize, (size) => {
+      this.catalogue.addBlob(digest.value, size);
+      this.events.fetched?.(route, size);
+    });
     this.downloads.set(digest.value, download);
-    download.finished.then(
-      () => {
-        this.catalogue.addBlob(digest.value, download.written);
-        this.events.fetched?.(route, download.written);
-      },
-      (e: Error) => this.log.warn('blob download failed; nothing stored', { digest: digest.value, repo: route.key, error: e.message }),
-    ).finally(() => this.downloads.delete(digest.value));
+    download.finished
+      .catch((e: Error) => this.log.warn('blob download failed; nothing stored', { digest: digest.value, repo: route.key, error: e.message }))
+      .finally(() => this.downloads.delete(digest.value));
     return download;
   }
 

@@ -1,7 +1,7 @@
 import type { LRUCache } from 'lru-cache';
 import { digestOf, isDigestLike, parseDigest, type Digest } from '../oci/digest.js';
 import { ociErrors } from '../oci/errors.js';
-import { indexChildren, parseManifest, referencedBlobs, type ImageManifest, type ParsedManifest } from '../oci/manifest.js';
+import { parseManifest, type ImageManifest } from '../oci/manifest.js';
 import { isImageConfigType } from '../oci/media-types.js';
 import { formatPlatform, parsePlatform, type Platform, type PlatformAllowList } from '../oci/platform.js';
 import { isValidTag } from '../oci/reference.js';
@@ -9,7 +9,9 @@ import type { BlobStore } from '../store/blob-store.js';
 import type { Catalogue, ManifestRow } from '../store/catalogue.js';
 import { UpstreamError } from '../upstream/errors.js';
 import type { Logger } from '../log.js';
+import { absentFromPushedIndex } from './local-absent.js';
 import { notMirroredError, type NotMirroredResponse } from './not-mirrored.js';
+import { manifestRecord } from './records.js';
 import type { Route } from './routing.js';
 import { SingleFlight } from './singleflight.js';
 import { canServeStale, toClientError } from './upstream-errors.js';
@@ -76,6 +78,11 @@ export class ManifestService {
       if (served) {
         return served;
       }
+    }
+    // A pushed sparse index lists it but it was never pushed: the not-mirrored error, naming the platform.
+    if (route.local) {
+      const absent = absentFromPushedIndex(this.catalogue, route, digest.value, this.policy.notMirrored);
+      if (absent) throw absent;
     }
     this.assertNotExcluded(route, digest.value);
     if (!this.canFetch(route)) {
@@ -227,19 +234,9 @@ export class ManifestService {
     const d = parseDigest(digest);
     if (!d.ok) throw new Error(d.reason);
     if ((await this.store.size(d.digest)) !== bytes.length) await this.store.put(d.digest, bytes);
-    this.catalogue.addManifest({
-      repo: route.key,
-      digest,
-      mediaType: res.mediaType,
-      size: bytes.length,
-      kind: manifest.kind,
-      platform: row.platform ?? undefined,
-      children: manifest.kind === 'index' ? childRows(manifest) : undefined,
-      blobs:
-        manifest.kind === 'image'
-          ? referencedBlobs(manifest).map((b) => ({ digest: b.digest, mediaType: b.mediaType, size: b.size }))
-          : undefined,
-    });
+    this.catalogue.addManifest(
+      manifestRecord({ repo: route.key, digest, mediaType: res.mediaType, size: bytes.length, manifest, platform: row.platform ?? undefined }),
+    );
     if (!isDigestLike(reference)) this.catalogue.setTag(route.key, reference, digest);
     this.cache.set(digest, bytes);
     this.events.fetched?.(route, bytes.length);
@@ -310,17 +307,6 @@ function platformOfConfig(bytes: Buffer): Platform | undefined {
   } catch {
     return undefined;
   }
-}
-
-function childRows(manifest: Extract<ParsedManifest, { kind: 'index' }>) {
-  return indexChildren(manifest).map((c, position) => ({
-    child_digest: c.descriptor.digest,
-    media_type: c.descriptor.mediaType,
-    size: c.descriptor.size,
-    platform: c.platform ? formatPlatform(c.platform) : null,
-    attestation_for: c.attestationFor ?? null,
-    position,
-  }));
 }
 
 function result(f: Fetched, wantBody: boolean): ManifestResult {

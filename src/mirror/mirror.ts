@@ -88,10 +88,23 @@ export class Mirror {
     return new Mirror(config, store, catalogue, router, manifests, blobs, tags, allowList);
   }
 
-  async close(): Promise<void> {
-    await Promise.allSettled(this.blobs.inFlight().map((d) => d.finished));
+  /**
+   * Lets downloads in flight finish for up to `graceMs`, aborts the rest (their temp files are
+   * removed, nothing half-written is recorded), then closes upstream connections and SQLite.
+   */
+  async close(graceMs = 10_000): Promise<void> {
+    const running = this.blobs.inFlight();
+    const settled = Promise.allSettled(running.map((d) => d.finished));
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), graceMs)));
+    if ((await Promise.race([settled, timedOut])) === 'timeout') {
+      for (const d of running) d.abort();
+      await settled;
+    }
+    clearTimeout(timer);
     await Promise.all(this.router.upstreams.map((u) => u.client?.close()));
     this.catalogue.close();
+    await this.store.dispose();
   }
 }
 

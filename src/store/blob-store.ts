@@ -36,14 +36,23 @@ export class BlobStore {
 
   constructor(readonly root: string) {
     this.blobsDir = join(root, 'blobs');
-    this.tmpDir = join(root, 'tmp');
+    // One temp dir per process: `serve` and a CLI command (prefetch, import) may share a store.
+    this.tmpDir = join(root, 'tmp', String(process.pid));
   }
 
   async init(): Promise<void> {
     await mkdir(this.blobsDir, { recursive: true });
-    // Temp files left by a crash are never valid content: start clean.
-    await rm(this.tmpDir, { recursive: true, force: true });
+    // Temp files of processes that are gone (a crash, kill -9) are never valid content.
+    const tmpRoot = join(this.root, 'tmp');
+    for (const entry of await readdirSafe(tmpRoot)) {
+      if (entry === String(process.pid) || !isRunning(Number(entry))) await rm(join(tmpRoot, entry), { recursive: true, force: true });
+    }
     await mkdir(this.tmpDir, { recursive: true });
+  }
+
+  /** Removes this process's temp dir (on shutdown, after writers have finished or aborted). */
+  async dispose(): Promise<void> {
+    await rm(this.tmpDir, { recursive: true, force: true });
   }
 
   pathOf(d: Digest): string {
@@ -166,6 +175,16 @@ export class BlobWriter {
     this.done = true;
     await this.handle.close().catch(() => {});
     await rm(this.tempPath, { force: true });
+  }
+}
+
+function isRunning(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

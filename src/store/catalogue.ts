@@ -225,6 +225,59 @@ export class Catalogue {
     })();
   }
 
+  /** Every tag, optionally of one repository (or those under a prefix such as `docker.io`). */
+  allTags(repoFilter?: string): TagRow[] {
+    if (!repoFilter) return this.db.prepare('SELECT * FROM tags ORDER BY repo, tag').all() as TagRow[];
+    return this.db
+      .prepare("SELECT * FROM tags WHERE repo = ? OR substr(repo, 1, length(?) + 1) = ? || '/' ORDER BY repo, tag")
+      .all(repoFilter, repoFilter, repoFilter) as TagRow[];
+  }
+
+  allManifests(): Array<ManifestRow & { stored_at: number; last_access: number }> {
+    return this.db.prepare('SELECT * FROM manifests').all() as Array<ManifestRow & { stored_at: number; last_access: number }>;
+  }
+
+  allBlobs(): Array<{ digest: string; size: number; stored_at: number; last_access: number }> {
+    return this.db.prepare('SELECT * FROM blobs').all() as Array<{ digest: string; size: number; stored_at: number; last_access: number }>;
+  }
+
+  allIndexChildren(): IndexChildRow[] {
+    return this.db.prepare('SELECT * FROM index_children').all() as IndexChildRow[];
+  }
+
+  /** Digests of blobs some stored manifest references. */
+  referencedBlobDigests(): Set<string> {
+    const rows = this.db.prepare('SELECT DISTINCT blob_digest FROM manifest_blobs').all() as Array<{ blob_digest: string }>;
+    return new Set(rows.map((r) => r.blob_digest));
+  }
+
+  /** Manifest digests stored under any repository. */
+  hasManifestDigest(digest: string): boolean {
+    return this.db.prepare('SELECT 1 FROM manifests WHERE digest = ? LIMIT 1').get(digest) !== undefined;
+  }
+
+  /**
+   * Forgets manifests (with their index entries, blob references and tags) and blob rows, in one
+   * transaction. Files are the caller's to delete afterwards.
+   */
+  forget(manifests: Array<{ repo: string; digest: string }>, blobs: string[], tags: Array<{ repo: string; tag: string }> = []): void {
+    const delManifest = this.db.prepare('DELETE FROM manifests WHERE repo = ? AND digest = ?');
+    const delChildren = this.db.prepare('DELETE FROM index_children WHERE repo = ? AND index_digest = ?');
+    const delRefs = this.db.prepare('DELETE FROM manifest_blobs WHERE repo = ? AND manifest_digest = ?');
+    const delTagsOf = this.db.prepare('DELETE FROM tags WHERE repo = ? AND digest = ?');
+    const delTag = this.db.prepare('DELETE FROM tags WHERE repo = ? AND tag = ?');
+    this.db.transaction(() => {
+      for (const t of tags) delTag.run(t.repo, t.tag);
+      for (const m of manifests) {
+        delManifest.run(m.repo, m.digest);
+        delChildren.run(m.repo, m.digest);
+        delRefs.run(m.repo, m.digest);
+        delTagsOf.run(m.repo, m.digest);
+      }
+      for (const b of blobs) this.stmts.deleteBlob.run(b);
+    })();
+  }
+
   /** Bytes the store holds: blobs plus each distinct manifest once. */
   storeBytes(): number {
     const row = this.db

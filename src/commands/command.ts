@@ -1,0 +1,51 @@
+import { loadConfig } from '../config/load.js';
+import type { MirrorConfig } from '../config/schema.js';
+import { createLogger, type Logger } from '../log.js';
+import { Mirror } from '../mirror/mirror.js';
+
+/** A CLI command. `run` returns the exit code: 0 ok, 1 failed, 2 bad usage (see UsageError). */
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  run(args: string[]): Promise<number>;
+}
+
+/** Bad command-line usage: printed with the command's usage, exit code 2. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** The options every store command takes. */
+export const COMMON_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export interface CommandContext {
+  config: MirrorConfig;
+  mirror: Mirror;
+  log: Logger;
+  close(): Promise<void>;
+}
+
+/** Loads the config (file + MIRROR_* overrides) and opens the store the way `serve` does. */
+export async function openStore(configPath: string | undefined, opts: { offline?: boolean } = {}): Promise<CommandContext> {
+  const config = await loadConfig({ path: configPath });
+  if (opts.offline) config.offline = true;
+  // Commands print their own output; the log (stderr) carries only warnings and errors.
+  const log = createLogger(config.log.level === 'debug' ? 'debug' : 'warn', (line) => process.stderr.write(line));
+  const mirror = await Mirror.open(config, log);
+  return { config, mirror, log, close: () => mirror.close() };
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
+}

@@ -1,0 +1,55 @@
+import { parseArgs } from 'node:util';
+import { applyGc, planGc } from '../mirror/gc.js';
+import { COMMON_OPTIONS, UsageError, formatBytes, openStore, type Command } from './command.js';
+
+const USAGE = `Usage: sparse-mirror gc [--dry-run] [--grace-minutes N]
+
+Deletes what nothing references: child manifests whose index is gone, blobs no stored
+manifest uses, files the catalogue does not name, and images not pulled for
+storage.tagRetentionDays (when set). Content stored in the last N minutes (default 10) is
+kept, so a pull in progress is never cut short. Safe while 'serve' runs.
+
+  --dry-run          show what would be freed, delete nothing
+  -c, --config FILE  config file (default mirror.config.ts)`;
+
+export const gcCommand: Command = {
+  name: 'gc',
+  summary: 'Delete unreferenced content (and expired images)',
+  usage: USAGE,
+  async run(args) {
+    const { values } = parseArgs({
+      args,
+      options: { ...COMMON_OPTIONS, 'dry-run': { type: 'boolean' }, 'grace-minutes': { type: 'string' } },
+    });
+    if (values.help) {
+      console.log(USAGE);
+      return 0;
+    }
+    const graceMinutes = values['grace-minutes'] === undefined ? 10 : Number(values['grace-minutes']);
+    if (!Number.isFinite(graceMinutes) || graceMinutes < 0) {
+      throw new UsageError('--grace-minutes takes a number of minutes');
+    }
+    const ctx = await openStore(values.config, { offline: true });
+    try {
+      const retentionDays = ctx.config.storage.tagRetentionDays;
+      const plan = await planGc(ctx.mirror.catalogue, ctx.mirror.store, {
+        graceMs: graceMinutes * 60_000,
+        retentionMs: retentionDays === undefined ? undefined : retentionDays * 86_400_000,
+      });
+      const what = `${plan.tags.length} tags, ${plan.manifests.length} manifests, ${plan.blobs.length} blobs, ${plan.strayFiles.length} stray files`;
+      if (values['dry-run']) {
+        for (const t of plan.tags) console.log(`would forget tag   ${t.repo}:${t.tag}`);
+        for (const m of plan.manifests) console.log(`would delete manifest ${m.repo}@${m.digest}`);
+        for (const b of plan.blobs) console.log(`would delete blob  ${b.digest} (${formatBytes(b.size)})`);
+        for (const f of plan.strayFiles) console.log(`would delete file  ${f.digest} (${formatBytes(f.size)})`);
+        console.log(`dry run: ${what}; would free ${formatBytes(plan.bytes)} (${plan.bytes} bytes)`);
+        return 0;
+      }
+      const freed = await applyGc(plan, ctx.mirror.catalogue, ctx.mirror.store);
+      console.log(`removed ${what}; freed ${formatBytes(freed)} (${freed} bytes)`);
+      return 0;
+    } finally {
+      await ctx.close();
+    }
+  },
+};

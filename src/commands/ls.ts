@@ -1,0 +1,51 @@
+import { parseArgs } from 'node:util';
+import { inventory } from '../mirror/inventory.js';
+import { COMMON_OPTIONS, formatBytes, openStore, type Command } from './command.js';
+
+const USAGE = `Usage: sparse-mirror ls [repo] [--json]
+
+Lists what the mirror holds: repository, tag, index digest, platforms present, platforms the
+index lists that are not mirrored, size on disk. [repo] filters by repository or prefix
+(docker.io/library/alpine, docker.io).
+
+  --json             one JSON array, for scripts
+  -c, --config FILE  config file (default mirror.config.ts)`;
+
+export const lsCommand: Command = {
+  name: 'ls',
+  summary: 'List mirrored images and their platforms',
+  usage: USAGE,
+  async run(args) {
+    const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...COMMON_OPTIONS, json: { type: 'boolean' } } });
+    if (values.help) {
+      console.log(USAGE);
+      return 0;
+    }
+    const ctx = await openStore(values.config, { offline: true });
+    try {
+      const entries = inventory(ctx.mirror.catalogue, positionals[0]);
+      if (values.json) {
+        console.log(JSON.stringify(entries, null, 2));
+        return 0;
+      }
+      const rows = entries.map((e) => [
+        e.repository,
+        e.tag,
+        e.digest.slice(0, 19),
+        e.platforms.join(',') || '-',
+        e.notMirrored.join(',') || '-',
+        formatBytes(e.bytes),
+      ]);
+      printTable(['REPOSITORY', 'TAG', 'DIGEST', 'PLATFORMS', 'NOT MIRRORED', 'SIZE'], rows);
+      return 0;
+    } finally {
+      await ctx.close();
+    }
+  },
+};
+
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ');
+  console.log([line(header), ...rows.map(line)].join('\n'));
+}

@@ -1,0 +1,121 @@
+import { parseDigest } from '../oci/digest.js';
+import { OciError } from '../oci/errors.js';
+import { parseManifest } from '../oci/manifest.js';
+import { parsePlatform } from '../oci/platform.js';
+import { formatReference, parseImageReference } from '../oci/reference.js';
+import type { Mirror } from './mirror.js';
+import type { Route } from './routing.js';
+
+export interface PrefetchProgress {
+  ref: string;
+  /** Bytes fetched from upstream so far for this image. */
+  fetched: number;
+  present: number;
+  blobsDone: number;
+  blobsTotal: number;
+}
+
+export interface PrefetchResult {
+  ref: string;
+  digest: string;
+  platformsFetched: string[];
+  /** Platforms the index lists that this mirror does not carry (not fetched). */
+  platformsSkipped: string[];
+  manifests: number;
+  blobs: number;
+  bytesFetched: number;
+  bytesPresent: number;
+}
+
+const BLOB_CONCURRENCY = 4;
+
+/** Resolves `docker.io/library/alpine:3.20`-style references to a route of this mirror. */
+export function routeForReference(mirror: Mirror, text: string): { route: Route; reference: string; display: string } {
+  const ref = parseImageReference(text);
+  const route = mirror.router.route(ref.repository, ref.registry);
+  const display = formatReference({ registry: route.local ? undefined : route.upstream.name, repository: route.repo, tag: ref.tag, digest: ref.digest });
+  return { route, reference: ref.digest ?? ref.tag!, display };
+}
+
+/**
+ * Fills the store with one image as a pull would: the index byte-exact, the child manifests of
+ * the allowed platforms (with their attestations) and all their blobs. What is already stored
+ * is not fetched again.
+ */
+export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (p: PrefetchProgress) => void): Promise<PrefetchResult> {
+  const { route, reference, display } = routeForReference(mirror, text);
+  const progress: PrefetchProgress = { ref: display, fetched: 0, present: 0, blobsDone: 0, blobsTotal: 0 };
+  const result: PrefetchResult = {
+    ref: display,
+    digest: '',
+    platformsFetched: [],
+    platformsSkipped: [],
+    manifests: 0,
+    blobs: 0,
+    bytesFetched: 0,
+    bytesPresent: 0,
+  };
+  const blobs = new Map<string, number>();
+
+  const walk = async (ref: string, top: boolean): Promise<void> => {
+    const m = await mirror.manifests.get(route, ref, true);
+    if (top) result.digest = m.digest;
+    result.manifests++;
+    if (m.source === 'upstream') result.bytesFetched += m.size;
+    else result.bytesPresent += m.size;
+    const parsed = parseManifest(m.bytes!, m.mediaType);
+    if (!parsed.ok) return;
+    if (parsed.manifest.kind === 'image') {
+      for (const b of mirror.catalogue.blobsOf(route.key, m.digest)) blobs.set(b.blob_digest, b.size);
+      return;
+    }
+    for (const child of mirror.catalogue.childrenOf(route.key, m.digest)) {
+      const platform = child.platform ? parsePlatform(child.platform) : undefined;
+      const allowed = !child.platform || (platform !== undefined && mirror.allowList.allows(platform));
+      const isAttestation = child.attestation_for !== null;
+      if (!allowed) {
+        if (!isAttestation && child.platform && !result.platformsSkipped.includes(child.platform)) result.platformsSkipped.push(child.platform);
+        continue;
+      }
+      if (!isAttestation && child.platform && !result.platformsFetched.includes(child.platform)) result.platformsFetched.push(child.platform);
+      await walk(child.child_digest, false);
+    }
+  };
+
+  try {
+    await walk(reference, true);
+  } catch (e) {
+    // A single-platform image of a platform this mirror does not carry: skipped, not an error.
+    const platform = e instanceof OciError ? (e.detail as { platform?: string } | undefined)?.platform : undefined;
+    if (platform && result.manifests === 0) {
+      result.platformsSkipped.push(platform);
+      return result;
+    }
+    throw e;
+  }
+
+  progress.blobsTotal = blobs.size;
+  const queue = [...blobs];
+  const worker = async () => {
+    for (let next = queue.shift(); next; next = queue.shift()) {
+      const [digest, size] = next;
+      const parsed = parseDigest(digest);
+      if (parsed.ok && mirror.catalogue.getBlob(digest) && (await mirror.store.size(parsed.digest)) === size) {
+        result.bytesPresent += size;
+        progress.present += size;
+      } else {
+        const b = await mirror.blobs.get(route, digest, { wantBody: true });
+        for await (const chunk of b.body!) {
+          progress.fetched += (chunk as Buffer).length;
+          onProgress?.(progress);
+        }
+        result.bytesFetched += size;
+      }
+      result.blobs++;
+      progress.blobsDone++;
+      onProgress?.(progress);
+    }
+  };
+  await Promise.all(Array.from({ length: BLOB_CONCURRENCY }, worker));
+  return result;
+}

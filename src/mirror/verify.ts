@@ -1,0 +1,90 @@
+import { createReadStream } from 'node:fs';
+import { mkdir, rename, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { newHasher, parseDigest } from '../oci/digest.js';
+import type { BlobStore } from '../store/blob-store.js';
+import type { Catalogue } from '../store/catalogue.js';
+
+export interface VerifyProblem {
+  kind: 'corrupt' | 'missing-file' | 'wrong-size' | 'bad-name';
+  digest: string;
+  detail: string;
+}
+
+export interface VerifyReport {
+  filesChecked: number;
+  bytesChecked: number;
+  rowsChecked: number;
+  problems: VerifyProblem[];
+  /** Intact files that no catalogue row names (gc removes them; not an error). */
+  unreferencedFiles: string[];
+  repaired: boolean;
+}
+
+/**
+ * Re-hashes every stored file and checks the catalogue against the disk both ways. With
+ * `repair`, corrupt files move to `<store>/quarantine/` and rows whose content is gone are
+ * forgotten, so the next pull fetches them again.
+ */
+export async function verifyStore(store: BlobStore, catalogue: Catalogue, opts: { repair?: boolean } = {}): Promise<VerifyReport> {
+  const problems: VerifyProblem[] = [];
+  let filesChecked = 0;
+  let bytesChecked = 0;
+  const intact = new Map<string, number>();
+
+  for await (const name of store.list()) {
+    const parsed = parseDigest(name);
+    if (!parsed.ok) {
+      problems.push({ kind: 'bad-name', digest: name, detail: 'file name is not a digest' });
+      continue;
+    }
+    const path = store.pathOf(parsed.digest);
+    const hasher = newHasher(parsed.digest.algorithm);
+    let size = 0;
+    for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
+      hasher.update(chunk as Buffer);
+      size += (chunk as Buffer).length;
+    }
+    filesChecked++;
+    bytesChecked += size;
+    const actual = `${parsed.digest.algorithm}:${hasher.digest('hex')}`;
+    if (actual !== name) problems.push({ kind: 'corrupt', digest: name, detail: `content hashes to ${actual}` });
+    else intact.set(name, size);
+  }
+
+  const rows = [
+    ...catalogue.allBlobs().map((b) => ({ digest: b.digest, size: b.size, what: 'blob' })),
+    ...catalogue.allManifests().map((m) => ({ digest: m.digest, size: m.size, what: `manifest of ${m.repo}` })),
+  ];
+  const named = new Set<string>();
+  const corrupt = new Set(problems.map((p) => p.digest));
+  for (const r of rows) {
+    named.add(r.digest);
+    if (corrupt.has(r.digest)) continue;
+    const size = intact.get(r.digest);
+    if (size === undefined) problems.push({ kind: 'missing-file', digest: r.digest, detail: `${r.what} is in the catalogue but not on disk` });
+    else if (size !== r.size) problems.push({ kind: 'wrong-size', digest: r.digest, detail: `${r.what}: catalogue says ${r.size} bytes, file has ${size}` });
+  }
+  const unreferencedFiles = [...intact.keys()].filter((d) => !named.has(d));
+
+  if (opts.repair && problems.length > 0) await repair(store, catalogue, problems);
+  return { filesChecked, bytesChecked, rowsChecked: rows.length, problems, unreferencedFiles, repaired: Boolean(opts.repair) };
+}
+
+async function repair(store: BlobStore, catalogue: Catalogue, problems: VerifyProblem[]): Promise<void> {
+  const quarantine = join(store.root, 'quarantine');
+  await mkdir(quarantine, { recursive: true });
+  const badDigests = new Set<string>();
+  for (const p of problems) {
+    const parsed = parseDigest(p.digest);
+    if (p.kind === 'corrupt' || p.kind === 'wrong-size') {
+      if (parsed.ok) {
+        const from = store.pathOf(parsed.digest);
+        if (await stat(from).catch(() => undefined)) await rename(from, join(quarantine, `${parsed.digest.algorithm}-${parsed.digest.hex}-${Date.now()}`));
+      }
+    }
+    if (p.kind !== 'bad-name') badDigests.add(p.digest);
+  }
+  const manifests = catalogue.allManifests().filter((m) => badDigests.has(m.digest));
+  catalogue.forget(manifests, [...badDigests].filter((d) => catalogue.getBlob(d)));
+}
