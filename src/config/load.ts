@@ -29,7 +29,8 @@ export async function loadConfig(
 ): Promise<MirrorConfig> {
   const env = opts.env ?? process.env;
   const cwd = opts.cwd ?? process.cwd();
-  const file = resolve(cwd, env[ENV.config] || opts.path || DEFAULT_CONFIG_FILE);
+  // An explicit --config beats MIRROR_CONFIG, which beats the default file.
+  const file = resolve(cwd, opts.path || env[ENV.config] || DEFAULT_CONFIG_FILE);
   if (!existsSync(file)) throw new ConfigError(`config file ${file} does not exist`);
   let input: unknown;
   try {
@@ -95,7 +96,8 @@ export function applyEnv(input: MirrorConfigInput, env: NodeJS.ProcessEnv): Mirr
     out.auth = { ...out.auth, tokens: [...(out.auth?.tokens ?? []), ...extra] };
   }
   const upstream = env[ENV.upstream];
-  if (upstream) {
+  // A malformed `upstreams` is left as it is, for validation to name it.
+  if (upstream && (out.upstreams === undefined || Array.isArray(out.upstreams))) {
     let url: URL;
     try {
       url = new URL(upstream);

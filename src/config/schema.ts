@@ -144,7 +144,9 @@ export type UpstreamConfig = MirrorConfig['upstreams'][number];
 
 /** The names an upstream answers to: its host[:port] and its aliases. */
 export function upstreamNames(u: { url: string; aliases?: string[] }): string[] {
-  return [new URL(u.url).host, ...(u.aliases ?? [])];
+  // Cross-checks run even when the url itself failed validation: that error is reported there.
+  const host = URL.canParse(u.url) ? [new URL(u.url).host] : [];
+  return [...host, ...(u.aliases ?? [])];
 }
 
 /** Turns zod's issues into one line per bad key, naming the key. */

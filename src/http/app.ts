@@ -76,7 +76,10 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
 
   app.all('/v2/*', async (c) => {
     const url = new URL(c.req.url);
-    const path = parseApiPath(url.pathname);
+    // The URL parser already resolved `..` segments away; judge the path as the client sent it.
+    const rawPath = rawPathOf(c) ?? url.pathname;
+    rejectDotSegments(rawPath);
+    const path = parseApiPath(rawPath);
     const method = c.req.method;
     c.set('kind', path.kind);
     if (auth) await requireRole(c, auth, READ_METHODS.has(method) && path.kind !== 'upload' ? 'pull' : 'push');
@@ -91,8 +94,8 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     c.set('route', route);
     if (!READ_METHODS.has(method) || path.kind === 'upload' || path.kind === 'referrers') {
       if (push && route.local) return push(c, path, route);
-      if (push) throw ociErrors.denied(`${route.key} is mirrored from ${route.upstream.name}; push to ${mirror.router.localNamespace}/… instead`);
       if (path.kind === 'referrers') throw new OciError(404, 'NAME_UNKNOWN', 'the referrers API is served for pushed repositories only');
+      if (push) throw ociErrors.denied(`${route.key} is mirrored from ${route.upstream.name}; push to ${mirror.router.localNamespace}/… instead`);
       throw ociErrors.unsupported(`${method} is not supported: this mirror is read-only (push is disabled)`);
     }
     const extra = { 'OCI-Namespace': ns ?? route.upstream.name };
@@ -111,13 +114,13 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
         return blobResponse(c.env?.outgoing, b, extra);
       }
       case 'tags': {
-        const page = await mirror.tags.list(
-          route,
-          path.name,
-          url.searchParams.get('n') ?? undefined,
-          url.searchParams.get('last') ?? undefined,
-          url.pathname,
-        );
+        const page = await mirror.tags.list(route, {
+          name: path.name,
+          n: url.searchParams.get('n') ?? undefined,
+          last: url.searchParams.get('last') ?? undefined,
+          path: rawPath,
+          ns,
+        });
         const headers: Record<string, string> = {
           'Content-Type': 'application/json',
           'Content-Length': String(page.body.length),
@@ -150,6 +153,21 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
   });
 
   return app;
+}
+
+function rawPathOf(c: Context<AppEnv>): string | undefined {
+  const raw = c.env?.incoming?.url;
+  return raw?.startsWith('/') ? raw.split('?')[0] : undefined;
+}
+
+/** `.` and `..` segments are never part of a name or digest: refused before anything resolves them. */
+function rejectDotSegments(path: string): void {
+  const segments = path.split('/');
+  const dot = segments.findIndex((s) => /^(?:\.|%2e){1,2}$/i.test(s));
+  if (dot < 0) return;
+  const kind = segments.slice(0, dot).findLast((s) => s === 'manifests' || s === 'blobs');
+  if (kind) throw ociErrors.digestInvalid(`the ${kind === 'blobs' ? 'blob' : 'manifest'} reference is not a digest: it contains a "." or ".." path segment`);
+  throw ociErrors.nameInvalid('invalid repository name: the request path contains a "." or ".." segment');
 }
 
 /** 401 with a challenge when unauthenticated; 403 when the identity lacks the role. */

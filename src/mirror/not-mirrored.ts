@@ -11,7 +11,7 @@ export type NotMirroredResponse = 'denied' | 'not-found';
 export function notMirroredError(opts: {
   platform: string;
   digest: string;
-  /** e.g. `docker.io/library/alpine:3.20`, or undefined for a single-platform image. */
+  /** e.g. `docker.io/library/alpine:3.20`, or undefined for an image manifest no stored index lists. */
   index?: string;
   image?: string;
   allowList: PlatformAllowList;
@@ -20,7 +20,9 @@ export function notMirroredError(opts: {
   const carries = opts.allowList.describe();
   const where = opts.index
     ? `${opts.digest} is the ${opts.platform} entry of index ${opts.index}`
-    : `${opts.image ?? opts.digest} is a single-platform ${opts.platform} image`;
+    : opts.image?.includes('@')
+      ? `${opts.image} is a ${opts.platform} image manifest`
+      : `${opts.image ?? opts.digest} is a single-platform ${opts.platform} image`;
   const message = `platform ${opts.platform} is not mirrored here (this mirror carries ${carries}); ${where}`;
   const detail = {
     platform: opts.platform,

@@ -1,5 +1,5 @@
 import { ociErrors } from '../oci/errors.js';
-import { isValidRepositoryName, looksLikeRegistryHost } from '../oci/reference.js';
+import { isValidRegistryHost, isValidRepositoryName, looksLikeRegistryHost } from '../oci/reference.js';
 import type { UpstreamClient } from '../upstream/client.js';
 
 /** A configured upstream registry as the router sees it. */
@@ -62,6 +62,7 @@ export class Router {
       const slash = pathName.indexOf('/');
       const first = slash > 0 ? pathName.slice(0, slash) : '';
       if (first && looksLikeRegistryHost(first)) {
+        if (!isValidRegistryHost(first)) throw invalidName(pathName);
         upstream = this.find(first);
         if (!upstream) throw this.unknownRegistry(first);
         repo = pathName.slice(slash + 1);

@@ -1,4 +1,4 @@
-import { ociErrors } from '../oci/errors.js';
+import { OciError, ociErrors } from '../oci/errors.js';
 import { isValidTag } from '../oci/reference.js';
 import type { Catalogue } from '../store/catalogue.js';
 import type { Logger } from '../log.js';
@@ -11,9 +11,23 @@ export interface TagPage {
   link?: string;
 }
 
+export interface TagQuery {
+  /** The repository name as the client asked for it (echoed in `name`). */
+  name: string;
+  n?: string;
+  last?: string;
+  /** The request path and `ns`, for the next-page link. */
+  path: string;
+  ns?: string;
+}
+
 const MAX_PAGE = 10_000;
 
-/** Tag lists: passed through to upstream (with `n`/`last`), or from the store when offline or upstream fails. */
+/**
+ * Tag lists, in lexical order with `n`/`last` pagination as the spec says, whether upstream
+ * paginates (Docker Hub) or ignores `n` (distribution 2.8). From the store when offline or
+ * when upstream fails.
+ */
 export class TagService {
   constructor(
     private readonly catalogue: Catalogue,
@@ -21,12 +35,14 @@ export class TagService {
     private readonly log: Logger,
   ) {}
 
-  async list(route: Route, name: string, n: string | undefined, last: string | undefined, requestPath: string): Promise<TagPage> {
-    const count = n === undefined || n === '' ? undefined : Number(n);
+  async list(route: Route, q: TagQuery): Promise<TagPage> {
+    const count = q.n === undefined || q.n === '' ? undefined : Number(q.n);
     if (count !== undefined && (!Number.isInteger(count) || count < 0 || count > MAX_PAGE)) {
-      throw ociErrors.unsupported(`n must be a whole number from 0 to ${MAX_PAGE}`);
+      throw new OciError(400, 'UNSUPPORTED', `n must be a whole number from 0 to ${MAX_PAGE}`);
     }
-    if (last !== undefined && last !== '' && !isValidTag(last)) throw ociErrors.unsupported(`last "${last.slice(0, 80)}" is not a tag`);
+    const last = q.last || undefined;
+    if (last !== undefined && !isValidTag(last)) throw new OciError(400, 'UNSUPPORTED', `last "${last.slice(0, 80)}" is not a tag`);
+
     const client = this.offline ? undefined : route.upstream.client;
     if (client) {
       const query = new URLSearchParams();
@@ -34,47 +50,37 @@ export class TagService {
       if (last) query.set('last', last);
       try {
         const page = await client.tags(route.repo, query.toString());
-        return { body: rewriteName(page.body, name, route), link: page.link ? rewriteLink(page.link, requestPath) : undefined };
+        return paginate(parseTags(page.body, route), q, count, last, page.link !== undefined);
       } catch (e) {
         if (!canServeStale(e)) throw toClientError(e, 'NAME_UNKNOWN');
         this.log.warn('upstream tag list failed; answering from the store', { repo: route.key, error: e.message });
       }
     }
-    return this.fromStore(route, name, count, last || undefined, requestPath);
-  }
-
-  private fromStore(route: Route, name: string, count: number | undefined, last: string | undefined, requestPath: string): TagPage {
-    const all = this.catalogue.listTags(route.key);
-    if (all.length === 0) throw ociErrors.nameUnknown(`repository ${route.key} is not in this mirror`);
-    const after = last === undefined ? all : all.filter((t) => t > last);
-    const page = count === undefined ? after : after.slice(0, count);
-    const more = count !== undefined && after.length > count && page.length > 0;
-    const body = Buffer.from(JSON.stringify({ name, tags: page }));
-    const link = more ? `<${requestPath}?n=${count}&last=${encodeURIComponent(page[page.length - 1]!)}>; rel="next"` : undefined;
-    return { body, link };
+    const stored = this.catalogue.listTags(route.key);
+    if (stored.length === 0) throw ociErrors.nameUnknown(`repository ${route.key} is not in this mirror`);
+    return paginate(stored, q, count, last, false);
   }
 }
 
-/** Upstream's `name` is its own repository name; clients expect the one they asked for. */
-function rewriteName(body: Buffer, name: string, route: Route): Buffer {
+/** One page: sorted, after `last`, at most `n`, with a Link when more remain here or upstream. */
+function paginate(tags: string[], q: TagQuery, count: number | undefined, last: string | undefined, upstreamHasMore: boolean): TagPage {
+  const after = [...new Set(tags)].sort().filter((t) => last === undefined || t > last);
+  const page = count === undefined ? after : after.slice(0, count);
+  const more = count !== undefined && page.length > 0 && (after.length > count || upstreamHasMore);
+  const body = Buffer.from(JSON.stringify({ name: q.name, tags: page }));
+  if (!more) return { body };
+  const next = new URLSearchParams({ n: String(count), last: page[page.length - 1]! });
+  if (q.ns) next.set('ns', q.ns);
+  return { body, link: `<${q.path}?${next.toString()}>; rel="next"` };
+}
+
+function parseTags(body: Buffer, route: Route): string[] {
   try {
-    const parsed = JSON.parse(body.toString('utf8')) as { name?: unknown; tags?: unknown };
-    if (!Array.isArray(parsed.tags) && parsed.tags !== null) throw new Error('no tags');
-    return Buffer.from(JSON.stringify({ name, tags: parsed.tags ?? [] }));
+    const parsed = JSON.parse(body.toString('utf8')) as { tags?: unknown };
+    const tags = parsed.tags ?? [];
+    if (!Array.isArray(tags) || !tags.every((t) => typeof t === 'string')) throw new Error('tags is not a list of strings');
+    return tags as string[];
   } catch {
     throw ociErrors.upstream(`upstream sent an unreadable tag list for ${route.key}`, 'NAME_UNKNOWN');
   }
-}
-
-/** Points the next-page link at this mirror's path, keeping only the `n` and `last` parameters. */
-function rewriteLink(link: string, requestPath: string): string | undefined {
-  const m = /<([^>]+)>/.exec(link);
-  if (!m) return undefined;
-  const next = new URL(m[1]!, 'http://upstream.invalid');
-  const query = new URLSearchParams();
-  for (const k of ['n', 'last']) {
-    const v = next.searchParams.get(k);
-    if (v !== null) query.set(k, v);
-  }
-  return `<${requestPath}?${query.toString()}>; rel="next"`;
 }

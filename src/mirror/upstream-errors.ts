@@ -9,6 +9,7 @@ export function toClientError(e: unknown, resource: Resource): OciError {
   if (!(e instanceof UpstreamError)) throw e;
   switch (e.failure) {
     case 'not_found':
+    case 'too_large':
       return new OciError(404, resource, e.message);
     case 'denied':
       return ociErrors.denied(e.message);

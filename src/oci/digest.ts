@@ -22,7 +22,7 @@ export function parseDigest(input: string): DigestParse {
   if (colon <= 0) return { ok: false, reason: `"${clip(input)}" is not a digest (expected algorithm:hex)` };
   const algorithm = input.slice(0, colon);
   const hex = input.slice(colon + 1);
-  if (!(algorithm in ALGORITHMS)) {
+  if (!Object.hasOwn(ALGORITHMS, algorithm)) {
     if (/^[a-z0-9]+([+._-][a-z0-9]+)*$/.test(algorithm)) {
       return { ok: false, reason: `digest algorithm "${clip(algorithm)}" is not supported (use sha256 or sha512)` };
     }

@@ -28,6 +28,7 @@ export function normalizePlatform(p: Platform): Platform {
     case 'arm64':
       architecture = 'arm64';
       if (variant === '8' || variant === 'v8' || variant === 'v8.0') variant = '';
+      else if (variant === '9' || variant === '9.0' || variant === 'v9.0') variant = 'v9';
       break;
     case 'armhf':
       architecture = 'arm';

@@ -23,6 +23,8 @@ export function parseRange(header: string | undefined | null, size: number): Ran
   if (first === '') {
     const suffix = Number(last);
     if (suffix === 0) return { kind: 'unsatisfiable' };
+    // An empty blob has no last bytes to point at: send it (empty) whole.
+    if (size === 0) return { kind: 'ignored' };
     return { kind: 'range', range: { start: Math.max(0, size - suffix), end: size - 1 } };
   }
   const start = Number(first);

@@ -15,6 +15,14 @@ export function isValidTag(tag: string): boolean {
   return TAG.test(tag);
 }
 
+const HOST_LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
+const REGISTRY_HOST = new RegExp(`^(?:${HOST_LABEL}(?:\\.${HOST_LABEL})*|\\[[0-9A-Fa-f:.]+\\])(?::[0-9]{1,5})?$`);
+
+/** A registry host[:port] by Docker's reference grammar (DNS labels or a bracketed IPv6 address). */
+export function isValidRegistryHost(host: string): boolean {
+  return host.length <= 255 && REGISTRY_HOST.test(host);
+}
+
 /** A host[:port] as the first part of a reference, by Docker's rule: it has a dot or a port, or is localhost. */
 export function looksLikeRegistryHost(component: string): boolean {
   return component.includes('.') || component.includes(':') || component === 'localhost';
@@ -54,6 +62,7 @@ export function parseImageReference(input: string): ImageReference {
   const firstSlash = rest.indexOf('/');
   if (firstSlash > 0 && looksLikeRegistryHost(rest.slice(0, firstSlash))) {
     registry = rest.slice(0, firstSlash);
+    if (!isValidRegistryHost(registry)) throw new Error(`${input}: "${registry}" is not a valid registry host`);
     rest = rest.slice(firstSlash + 1);
   }
   if (!isValidRepositoryName(rest)) throw new Error(`${input}: "${rest}" is not a valid repository name`);

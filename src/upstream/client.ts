@@ -65,7 +65,7 @@ export class UpstreamClient {
   }
 
   async manifest(repo: string, reference: string, method: 'GET' | 'HEAD'): Promise<ManifestResponse> {
-    const res = await this.send(repo, method, `/v2/${repo}/manifests/${encodeURIComponent(reference)}`, {
+    const res = await this.send(repo, method, `/v2/${repo}/manifests/${reference}`, {
       accept: MANIFEST_ACCEPT,
     });
     const what = `manifest ${repo}:${reference}`;
@@ -75,7 +75,7 @@ export class UpstreamClient {
     const declared = Number(header(res, 'content-length') ?? NaN);
     if (Number.isFinite(declared) && declared > this.settings.maxManifestBytes) {
       res.body.destroy();
-      throw new UpstreamError('bad_response', `${what} is ${declared} bytes, over the ${this.settings.maxManifestBytes}-byte manifest limit`);
+      throw new UpstreamError('too_large', `${what} is ${declared} bytes, over this mirror's ${this.settings.maxManifestBytes}-byte manifest limit; not mirrored`);
     }
     if (method === 'HEAD') {
       res.body.resume();
@@ -244,7 +244,7 @@ async function readLimited(body: Readable, limit: number, what: string): Promise
       total += (chunk as Buffer).length;
       if (total > limit) {
         body.destroy();
-        throw new UpstreamError('bad_response', `${what} is larger than the ${limit}-byte limit`);
+        throw new UpstreamError('too_large', `${what} is larger than this mirror's ${limit}-byte limit; not mirrored`);
       }
       chunks.push(chunk as Buffer);
     }

@@ -3,7 +3,8 @@ export type UpstreamFailure =
   | 'denied' // 401/403 even with the configured credentials
   | 'rate_limited' // 429
   | 'unavailable' // network error, timeout, 5xx: worth serving stale content for
-  | 'bad_response'; // upstream answered something we refuse (oversized, wrong digest, malformed)
+  | 'too_large' // a manifest over the size limit: not mirrored, like an unknown one
+  | 'bad_response'; // upstream answered something we refuse (wrong digest, malformed)
 
 export class UpstreamError extends Error {
   constructor(

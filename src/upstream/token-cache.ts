@@ -57,6 +57,8 @@ export class TokenCache {
     if (scope) url.searchParams.set('scope', scope);
     const auth = this.credentials ? basicAuthorization(this.credentials) : undefined;
     const { status, body } = await this.fetchToken(url, auth);
+    // A failing token server is an outage (retried, stale content served), not bad credentials.
+    if (status >= 500) throw new Error(`token server answered ${status} for scope ${scope}`);
     if (status !== 200) throw new TokenDeniedError(`token server answered ${status} for scope ${scope}`);
     const b = (body ?? {}) as { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown };
     const token = typeof b.token === 'string' ? b.token : typeof b.access_token === 'string' ? b.access_token : undefined;
