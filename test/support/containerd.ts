@@ -1,27 +1,39 @@
 // A private containerd daemon (Debian containerd 1.6) plus `ctr` helpers, so integration tests can
 // pull through the mirror with a real containerd resolver configured by hosts.toml.
 //
-// Observed with containerd/ctr 1.6.20 here (verified by test/integration/clients.test.ts):
-// - Requests to a `[host."http://…"]` entry whose host differs from the image's registry carry
-//   `?ns=<registry>` (e.g. `GET /v2/library/alpine/manifests/3.19?ns=docker.io`). Requests to
-//   `server` never do, even when `server` points at the mirror.
+// Observed with containerd/ctr 1.6.20 (Debian) here; test/integration/clients.test.ts pins it down:
+// - Every request to a hosts.toml host (mirror `[host."…"]` or `server`) whose host:port differs from
+//   the image's registry name carries `?ns=<registry>`, URL-encoded: `?ns=docker.io`,
+//   `?ns=127.0.0.1%3A5000`. Requests to the registry itself carry none.
 // - http:// URLs in hosts.toml are enough for plain HTTP; `--plain-http` is not needed.
-// - `ctr images pull` always unpacks; 1.6 has no `--skip-unpack`. We unpack with
-//   `--snapshotter native`, which needs no overlayfs support from the filesystem under the temp dir
-//   (overlayfs also works in this VM, but not e.g. on an overlayfs-backed CI container). Unpacking
-//   checks each layer against the config's diff_ids. `ctr content fetch` (unpack: false) skips it.
-// - Blobs stay in the content store after a pull; a second pull of the same image only resolves
-//   (HEAD manifest). `ctrRemove` runs GC synchronously, so the next pull fetches everything again.
-// - Errors end up in stderr as `ctr: failed to resolve reference "REF": …`:
-//   404: `…: REF: not found` (the error body is dropped),
-//   403: `…: pulling from host H failed with status code [manifests TAG]: 403 Forbidden`
-//   (a DENIED message in the body is not printed on resolve; see the test for exact strings).
+// - `ctr images pull` always unpacks (1.6 has no --skip-unpack). We pass `--snapshotter native`: it
+//   needs no overlayfs support from the filesystem under the temp dir (overlayfs works in this VM
+//   too, but not e.g. on an overlayfs-backed CI container). Unpacking also checks layers against the
+//   config's diff_ids. `unpack: false` uses `ctr content fetch` instead (same fetches, no snapshots).
+// - Blobs stay in the content store after a pull: pulling the same image again only re-resolves the
+//   tag (HEAD). `ctrRemove` garbage-collects synchronously, so the next pull fetches everything.
+// - A body cut short is resumed with `Range: bytes=N-` (gives up after 3 retries without progress:
+//   `ctr: failed to read expected number of bytes: unexpected EOF`).
+// - Error output (stderr, exit code 1):
+//   404 on the tag:  `ctr: failed to resolve reference "REF": REF: not found` (body dropped)
+//   403 on the tag:  `ctr: failed to resolve reference "REF": pulling from host HOST failed with
+//                    status code [manifests TAG]: 403 Forbidden` (resolving uses HEAD: no body)
+//   403 on a GET:    `ctr: failed to copy: httpReadSeeker: failed open: unexpected status code
+//                    URL: 403 Forbidden - Server message: denied: MESSAGE`
+//   404 on a blob:   `ctr: failed to copy: httpReadSeeker: failed open: could not fetch content
+//                    descriptor DIGEST (MEDIATYPE) from remote: not found`
+//   404 on a manifest by digest: `… failed open: content at URL not found: not found`
+//   wrong bytes:     `ctr: failed commit on ref "layer-DIGEST": commit failed: unexpected commit
+//                    digest sha256:…, expected DIGEST: failed precondition`
+//   refused:         `ctr: failed to resolve reference "REF": failed to do request: Head "URL":
+//                    dial tcp HOST: connect: connection refused`
+//   With a mirror host in front of an unreachable server, the message is the mirror's (URLs with ?ns=).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { envWithoutProxies, exec, type ExecResult } from './exec.js';
+import { envWithoutProxies, exec, onProcessExit, type ExecResult } from './exec.js';
 
 const CONTAINERD_BIN = process.env.CONTAINERD_BIN ?? 'containerd';
 const CTR_BIN = process.env.CTR_BIN ?? 'ctr';
@@ -40,15 +52,9 @@ export interface ContainerdHandle {
 }
 
 const liveDaemons = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const child of liveDaemons) child.kill('SIGKILL');
-  });
-}
+onProcessExit(() => {
+  for (const child of liveDaemons) child.kill('SIGKILL');
+});
 
 /** setpriv --pdeathsig also kills containerd when the test process dies from a signal (no 'exit' event). */
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
@@ -91,7 +97,7 @@ export async function startContainerd(): Promise<ContainerdHandle> {
   child.stdout.on('data', collect);
   child.stderr.on('data', collect);
   liveDaemons.add(child);
-  installExitHook();
+  onProcessExit(() => rmSync(dir, { recursive: true, force: true })); // runs after the kill above
 
   let exitReason: string | undefined;
   const exited = new Promise<void>((resolve) => {
@@ -128,7 +134,7 @@ export async function startContainerd(): Promise<ContainerdHandle> {
   }
   const reason = exitReason ?? `\`ctr version\` did not succeed within ${STARTUP_TIMEOUT_MS / 1000}s (${lastError || 'no socket'})`;
   await stop();
-  const hint = reason.includes('ENOENT') ? ' (is the Debian containerd package installed?)' : '';
+  const hint = /ENOENT|code 127/.test(reason) ? ' (is the Debian containerd package installed?)' : '';
   throw new Error(`containerd did not start: ${reason}${hint}\n--- containerd output ---\n${output}`);
 }
 
@@ -143,7 +149,12 @@ export interface HostsOptions {
 
 /** Writes DIR/<registryName>/hosts.toml (pull+resolve hosts) and returns DIR, for `--hosts-dir`. */
 export async function writeHostsDir(registryName: string, opts: HostsOptions): Promise<string> {
-  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'sm-hosts-')));
+  let dir = opts.dir;
+  if (dir === undefined) {
+    dir = await mkdtemp(join(tmpdir(), 'sm-hosts-'));
+    const created = dir;
+    onProcessExit(() => rmSync(created, { recursive: true, force: true }));
+  }
   const lines: string[] = [];
   if (opts.server !== undefined) lines.push(`server = ${JSON.stringify(opts.server)}`, '');
   // containerd 1.6 rejects a file without a `host` table ("invalid `host` tree") and silently

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 
 export interface ExecResult {
-  /** Exit code; 128 + signal number style codes are not synthesised: a killed process reports -1. */
+  /** Exit code; -1 if the process was killed by a signal (e.g. on timeout) or could not be spawned. */
   code: number;
   stdout: string;
   stderr: string;
@@ -52,4 +52,26 @@ export async function exec(command: string, args: string[], opts: ExecOptions = 
     // 'close' (not 'exit') so that all piped output has been read.
     child.once('close', (code) => finish(code ?? -1));
   });
+}
+
+const exitCallbacks: Array<() => void> = [];
+
+/**
+ * Runs `fn` (synchronously) when the test process exits, including when vitest's forks pool ends
+ * the worker with SIGTERM, which would otherwise skip 'exit' handlers.
+ */
+export function onProcessExit(fn: () => void): void {
+  if (exitCallbacks.length === 0) {
+    process.once('exit', () => {
+      for (const callback of exitCallbacks.splice(0)) {
+        try {
+          callback();
+        } catch {
+          // best effort: keep cleaning up
+        }
+      }
+    });
+    process.once('SIGTERM', () => process.exit(143));
+  }
+  exitCallbacks.push(fn);
 }

@@ -2,10 +2,11 @@
 // and a temp HOME/XDG dirs so no user or system auth file, mirror or policy setting leaks in.
 // (The system drop-in dir /etc/containers/registries.conf.d still applies; on Debian it only holds
 // short-name aliases, which never matter for the fully qualified refs tests use.)
+import { rmSync } from 'node:fs';
 import { mkdtemp, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { envWithoutProxies, exec, type ExecResult } from './exec.js';
+import { envWithoutProxies, exec, onProcessExit, type ExecResult } from './exec.js';
 
 const SKOPEO_BIN = process.env.SKOPEO_BIN ?? 'skopeo';
 
@@ -17,10 +18,11 @@ interface Sandbox {
 
 let sandbox: Promise<Sandbox> | undefined;
 
-/** Created once per test process; small and under the OS temp dir, so not cleaned up. */
+/** Created once per test process, removed when it exits. */
 function getSandbox(): Promise<Sandbox> {
   sandbox ??= (async () => {
     const dir = await mkdtemp(join(tmpdir(), 'sm-skopeo-'));
+    onProcessExit(() => rmSync(dir, { recursive: true, force: true }));
     const home = join(dir, 'home');
     const runtime = join(dir, 'run');
     await mkdir(home, { mode: 0o700 });

@@ -1,0 +1,313 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve, sep } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { parseDigest, type Digest, type DigestAlgorithm } from '../../src/oci/digest.js';
+import { BlobStore, DigestMismatchError, SizeMismatchError } from '../../src/store/blob-store.js';
+
+function digestFor(bytes: Uint8Array, algorithm: DigestAlgorithm = 'sha256'): Digest {
+  const r = parseDigest(`${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`);
+  if (!r.ok) throw new Error(r.reason);
+  return r.digest;
+}
+
+/** Every regular file under dir (recursively), relative to it. */
+function filesUnder(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  const out: string[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const full = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...filesUnder(full).map((f) => join(entry.name, f)));
+    else out.push(entry.name);
+  }
+  return out;
+}
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+async function readStream(s: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+let root: string;
+let store: BlobStore;
+
+beforeEach(async () => {
+  root = mkdtempSync(join(tmpdir(), 'sparse-mirror-blobs-'));
+  store = new BlobStore(root);
+  await store.init();
+});
+
+afterEach(() => {
+  rmSync(root, { recursive: true, force: true });
+});
+
+const tmpRoot = () => join(root, 'tmp');
+
+describe('BlobStore put / read / size', () => {
+  it('stores bytes under their digest and reads them back', async () => {
+    const bytes = randomBytes(10_000);
+    const d = digestFor(bytes);
+    expect(await store.size(d)).toBeUndefined();
+    expect(await store.read(d)).toBeUndefined();
+    await store.put(d, bytes);
+    expect(await store.size(d)).toBe(bytes.length);
+    const back = await store.read(d);
+    expect(back?.equals(bytes)).toBe(true);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+  });
+
+  it('stores sha512 content', async () => {
+    const bytes = randomBytes(333);
+    const d = digestFor(bytes, 'sha512');
+    await store.put(d, bytes);
+    expect((await store.read(d))?.equals(bytes)).toBe(true);
+  });
+
+  it('stores an empty blob', async () => {
+    const d = digestFor(new Uint8Array(0));
+    await store.put(d, new Uint8Array(0));
+    expect(await store.size(d)).toBe(0);
+    expect((await store.read(d))?.length).toBe(0);
+  });
+
+  it('putting the same content twice is harmless', async () => {
+    const bytes = randomBytes(100);
+    const d = digestFor(bytes);
+    await store.put(d, bytes);
+    await store.put(d, bytes);
+    expect((await store.read(d))?.equals(bytes)).toBe(true);
+    expect(await collect(store.list())).toEqual([d.value]);
+  });
+
+  it('lays files out as blobs/<alg>/<first two hex>/<hex>', async () => {
+    const bytes = randomBytes(64);
+    const d = digestFor(bytes);
+    await store.put(d, bytes);
+    expect(store.pathOf(d)).toBe(join(root, 'blobs', 'sha256', d.hex.slice(0, 2), d.hex));
+    expect(statSync(store.pathOf(d)).size).toBe(64);
+  });
+
+  it('refuses bytes that do not match the digest, leaving no file in blobs/ nor tmp/', async () => {
+    const claimed = digestFor(Buffer.from('what upstream promised'));
+    const actual = Buffer.from('what upstream sent');
+    const err = await store.put(claimed, actual).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DigestMismatchError);
+    const m = err as DigestMismatchError;
+    expect(m.expected).toBe(claimed.value);
+    expect(m.actual).toBe(digestFor(actual).value);
+    expect(m.size).toBe(actual.length);
+    expect(await store.size(claimed)).toBeUndefined();
+    expect(filesUnder(join(root, 'blobs'))).toEqual([]);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+  });
+});
+
+describe('BlobWriter', () => {
+  it('writes in chunks, verifies and commits atomically', async () => {
+    const bytes = randomBytes(3 * 1024 * 1024 + 17);
+    const d = digestFor(bytes);
+    const w = await store.beginWrite(d, bytes.length);
+    expect(resolve(w.tempPath).startsWith(resolve(store.tmpDir) + sep)).toBe(true);
+    for (let off = 0; off < bytes.length; off += 100_000) {
+      await w.write(bytes.subarray(off, Math.min(off + 100_000, bytes.length)));
+      // Not visible until committed.
+      expect(await store.size(d)).toBeUndefined();
+    }
+    expect(w.written).toBe(bytes.length);
+    expect(await w.commit()).toBe(bytes.length);
+    expect((await store.read(d))?.equals(bytes)).toBe(true);
+    expect(existsSync(w.tempPath)).toBe(false);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+  });
+
+  it('works without an expected size', async () => {
+    const bytes = randomBytes(1000);
+    const d = digestFor(bytes);
+    const w = await store.beginWrite(d);
+    await w.write(bytes.subarray(0, 10));
+    await w.write(bytes.subarray(10));
+    expect(await w.commit()).toBe(1000);
+    expect(await store.size(d)).toBe(1000);
+  });
+
+  it('a wrong digest fails commit with DigestMismatchError and cleans up', async () => {
+    const d = digestFor(Buffer.from('expected'));
+    const w = await store.beginWrite(d, 8);
+    await w.write(Buffer.from('tampered'));
+    await expect(w.commit()).rejects.toBeInstanceOf(DigestMismatchError);
+    expect(existsSync(w.tempPath)).toBe(false);
+    expect(filesUnder(join(root, 'blobs'))).toEqual([]);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+  });
+
+  it('more bytes than expected fail at write with SizeMismatchError; abort removes the temp file', async () => {
+    const bytes = randomBytes(100);
+    const d = digestFor(bytes);
+    const w = await store.beginWrite(d, 50);
+    await w.write(bytes.subarray(0, 40));
+    const err = await w.write(bytes.subarray(40)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SizeMismatchError);
+    expect((err as SizeMismatchError).expected).toBe(50);
+    expect((err as SizeMismatchError).actual).toBe(100);
+    await w.abort();
+    expect(existsSync(w.tempPath)).toBe(false);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+    expect(await store.size(d)).toBeUndefined();
+  });
+
+  it('fewer bytes than expected fail at commit with SizeMismatchError and clean up', async () => {
+    const bytes = randomBytes(100);
+    const d = digestFor(bytes);
+    const w = await store.beginWrite(d, 101);
+    await w.write(bytes);
+    const err = await w.commit().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SizeMismatchError);
+    expect((err as SizeMismatchError).expected).toBe(101);
+    expect((err as SizeMismatchError).actual).toBe(100);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+    expect(await store.size(d)).toBeUndefined();
+  });
+
+  it('abort removes the temp file and stores nothing; a second abort is harmless', async () => {
+    const bytes = randomBytes(100);
+    const d = digestFor(bytes);
+    const w = await store.beginWrite(d, 100);
+    await w.write(bytes);
+    expect(existsSync(w.tempPath)).toBe(true);
+    await w.abort();
+    await w.abort();
+    expect(existsSync(w.tempPath)).toBe(false);
+    expect(await store.size(d)).toBeUndefined();
+    await expect(w.commit()).rejects.toThrow(/already finished/);
+  });
+
+  it('commit twice is refused', async () => {
+    const bytes = randomBytes(10);
+    const w = await store.beginWrite(digestFor(bytes));
+    await w.write(bytes);
+    await w.commit();
+    await expect(w.commit()).rejects.toThrow(/already finished/);
+  });
+
+  it('two concurrent writers of the same blob both succeed, and the content is intact', async () => {
+    const bytes = randomBytes(50_000);
+    const d = digestFor(bytes);
+    const [a, b] = [await store.beginWrite(d, bytes.length), await store.beginWrite(d, bytes.length)];
+    expect(a.tempPath).not.toBe(b.tempPath);
+    await Promise.all([a.write(bytes), b.write(bytes)]);
+    await Promise.all([a.commit(), b.commit()]);
+    expect((await store.read(d))?.equals(bytes)).toBe(true);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+  });
+});
+
+describe('BlobStore init', () => {
+  it('creates blobs/ and its temp dir', () => {
+    expect(statSync(join(root, 'blobs')).isDirectory()).toBe(true);
+    expect(statSync(store.tmpDir).isDirectory()).toBe(true);
+    expect(resolve(store.tmpDir).startsWith(resolve(tmpRoot()))).toBe(true);
+  });
+
+  it('clears leftover temp files (a crash mid-download) and keeps stored blobs', async () => {
+    const bytes = randomBytes(100);
+    const d = digestFor(bytes);
+    await store.put(d, bytes);
+    // A writer that never finished, as after kill -9.
+    const w = await store.beginWrite(digestFor(Buffer.from('partial')), 1000);
+    await w.write(Buffer.from('par'));
+    writeFileSync(join(store.tmpDir, 'stray'), 'x');
+    // Leftovers of a process that is gone, and a file directly in tmp/.
+    mkdirSync(join(tmpRoot(), '2147483646'), { recursive: true });
+    writeFileSync(join(tmpRoot(), '2147483646', 'orphan'), 'x');
+    writeFileSync(join(tmpRoot(), 'loose-file'), 'x');
+
+    const again = new BlobStore(root);
+    await again.init();
+    expect(filesUnder(tmpRoot())).toEqual([]);
+    expect(statSync(again.tmpDir).isDirectory()).toBe(true);
+    expect((await again.read(d))?.equals(bytes)).toBe(true);
+    await w.abort();
+  });
+
+  it('is idempotent', async () => {
+    await store.init();
+    await store.init();
+    const bytes = randomBytes(5);
+    await store.put(digestFor(bytes), bytes);
+  });
+});
+
+describe('BlobStore list / delete / createReadStream', () => {
+  it('list() yields every stored digest', async () => {
+    expect(await collect(store.list())).toEqual([]);
+    const digests: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const bytes = randomBytes(10 + i);
+      const d = digestFor(bytes, i % 5 === 0 ? 'sha512' : 'sha256');
+      await store.put(d, bytes);
+      digests.push(d.value);
+    }
+    const listed = await collect(store.list());
+    expect([...listed].sort()).toEqual([...digests].sort());
+    for (const v of listed) expect(parseDigest(v).ok).toBe(true);
+  });
+
+  it('list() does not report temp files', async () => {
+    const w = await store.beginWrite(digestFor(Buffer.from('x')));
+    await w.write(Buffer.from('x'));
+    expect(await collect(store.list())).toEqual([]);
+    await w.abort();
+  });
+
+  it('delete removes a blob and reports whether there was one', async () => {
+    const bytes = randomBytes(10);
+    const d = digestFor(bytes);
+    expect(await store.delete(d)).toBe(false);
+    await store.put(d, bytes);
+    expect(await store.delete(d)).toBe(true);
+    expect(await store.size(d)).toBeUndefined();
+    expect(await collect(store.list())).toEqual([]);
+  });
+
+  it('createReadStream serves the whole blob or an inclusive range', async () => {
+    const bytes = randomBytes(1000);
+    const d = digestFor(bytes);
+    await store.put(d, bytes);
+    expect((await readStream(store.createReadStream(d))).equals(bytes)).toBe(true);
+    expect((await readStream(store.createReadStream(d, { start: 10, end: 19 }))).equals(bytes.subarray(10, 20))).toBe(true);
+    expect((await readStream(store.createReadStream(d, { start: 999, end: 999 }))).equals(bytes.subarray(999))).toBe(true);
+  });
+});
+
+describe('BlobStore paths never escape the store', () => {
+  it('every parsed digest maps under blobs/ with exactly alg/prefix/hex', () => {
+    for (let i = 0; i < 200; i++) {
+      const d = digestFor(randomBytes(8), i % 2 ? 'sha512' : 'sha256');
+      const p = store.pathOf(d);
+      const rel = relative(join(root, 'blobs'), p);
+      expect(rel.startsWith('..')).toBe(false);
+      expect(resolve(p).startsWith(resolve(root) + sep)).toBe(true);
+      expect(rel.split(sep)).toEqual([d.algorithm, d.hex.slice(0, 2), d.hex]);
+    }
+  });
+
+  it('traversal strings never become digests, so never reach pathOf', () => {
+    for (const s of ['sha256:../../../../etc/passwd', `sha256:..${'/'.repeat(62)}`, `sha256:${'.'.repeat(64)}`, `../sha256:${'a'.repeat(64)}`]) {
+      expect(parseDigest(s).ok).toBe(false);
+    }
+  });
+
+  it('temp files live in the temp dir under the store root', async () => {
+    const w = await store.beginWrite(digestFor(Buffer.from('t')));
+    expect(resolve(w.tempPath).startsWith(resolve(tmpRoot()) + sep)).toBe(true);
+    await w.abort();
+  });
+});
