@@ -4,7 +4,8 @@ import { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { DigestMismatchError, SizeMismatchError, type BlobStore, type BlobWriter } from '../store/blob-store.js';
 import { UpstreamError } from '../upstream/errors.js';
-import type { UpstreamClient } from '../upstream/client.js';
+import { describeNetworkError, type UpstreamClient } from '../upstream/client.js';
+import { OciError } from '../oci/errors.js';
 
 /** How many times a download cut off mid-body resumes (with a Range request) before it gives up. */
 const MAX_RESUMES = 5;
@@ -92,14 +93,32 @@ export class BlobDownload extends EventEmitter {
       this.emit('change');
     } catch (e) {
       this.state = 'failed';
-      this.error = e as Error;
+      this.error = this.describeFailure(e);
       await this.writer?.abort();
       markReady();
       this.emit('change');
-      throw e;
+      throw this.error;
     } finally {
       this.releaseHandleIfIdle();
     }
+  }
+
+  /** Every failure as one a client can be told about: upstream's fault, or the store's. */
+  private describeFailure(e: unknown): Error {
+    if (e instanceof UpstreamError || e === this.aborted) return e as Error;
+    const size = this.size === undefined ? '' : ` of ${this.size}`;
+    if (isWriteError(e)) {
+      const code = (e as NodeJS.ErrnoException).code;
+      return new OciError(
+        code === 'ENOSPC' || code === 'EDQUOT' ? 507 : 500,
+        'BLOB_UNKNOWN',
+        `the mirror could not store blob ${this.digest.value} (${code ?? (e as Error).message}); nothing was kept`,
+      );
+    }
+    return new UpstreamError(
+      'unavailable',
+      `blob ${this.digest.value}: upstream connection lost after ${this.written}${size} bytes (${describeNetworkError(e)})`,
+    );
   }
 
   /** Stops the download (shutdown): followers get an error, the temp file is removed. */

@@ -77,7 +77,8 @@ export class BlobService {
     }
 
     const running = this.downloads.get(digest.value);
-    if (running) return this.followDownload(route, running, opts);
+    // A download that just failed is on its way out of the map: start afresh instead.
+    if (running && running.state !== 'failed') return this.followDownload(route, running, opts);
 
     const client = this.policy.offline ? undefined : route.upstream.client;
     if (!client) {
@@ -104,7 +105,9 @@ export class BlobService {
     this.downloads.set(digest.value, download);
     download.finished
       .catch((e: Error) => this.log.warn('blob download failed; nothing stored', { digest: digest.value, repo: route.key, error: e.message }))
-      .finally(() => this.downloads.delete(digest.value));
+      .finally(() => {
+        if (this.downloads.get(digest.value) === download) this.downloads.delete(digest.value);
+      });
     return download;
   }
 
