@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 import { ConfigError } from './config/load.js';
 import { UsageError, type Command } from './commands/command.js';
+import { exportCommand } from './commands/export.js';
 import { gcCommand } from './commands/gc.js';
+import { importCommand } from './commands/import.js';
 import { lsCommand } from './commands/ls.js';
 import { prefetchCommand } from './commands/prefetch.js';
 import { serveCommand } from './commands/serve.js';
 import { verifyCommand } from './commands/verify.js';
 
-const COMMANDS: Command[] = [serveCommand, prefetchCommand, lsCommand, gcCommand, verifyCommand];
+const COMMANDS: Command[] = [serveCommand, prefetchCommand, lsCommand, gcCommand, verifyCommand, exportCommand, importCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -20,9 +20,18 @@ export const IMAGE_NAME_ANNOTATION = 'io.containerd.image.name';
 /** index.json and oci-layout are read into memory; no real layout comes near this. */
 export const MAX_LAYOUT_FILE_BYTES = 16 * 1024 * 1024;
 
+/** Bytes from a file, a tar entry or a buffer. */
+export type Chunks = AsyncIterable<unknown> | Iterable<Uint8Array>;
+
 /** A failure of export or import that is reported as such (exit 1), with a message a person can act on. */
 export class LayoutError extends Error {
   override name = 'LayoutError';
+}
+
+/** A failure to report as a message, not a stack: a LayoutError, or a file system error (ENOSPC, EACCES …). */
+export function isReportable(e: unknown): e is Error {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return e instanceof LayoutError || (e instanceof Error && typeof code === 'string' && /^E[A-Z]+$/.test(code));
 }
 
 /** `<root>/blobs/<alg>/<hex>`; the digest is parsed, so this never leaves `root`. */
@@ -55,7 +64,7 @@ export function resolveRef(router: Router, input: string): ResolvedRef {
   }
   let route: Route;
   try {
-    route = router.route(ref.registry ? `${ref.registry}/${ref.repository}` : ref.repository);
+    route = router.route(ref.repository, ref.registry);
   } catch (e) {
     throw new LayoutError(`${input}: ${(e as Error).message}`);
   }
@@ -99,7 +108,7 @@ export class Staging {
    * Writes `source` to a temp file, verifying it. The source is always read to its end, even
    * after a mismatch is certain, so a tar entry is fully consumed.
    */
-  async fromStream(d: Digest, source: AsyncIterable<Uint8Array>, expectedSize: number | undefined, owned: boolean): Promise<StagedFile> {
+  async fromStream(d: Digest, source: Chunks, expectedSize: number | undefined, owned: boolean): Promise<StagedFile> {
     const path = join(this.dir, `${d.algorithm}-${d.hex}-${randomBytes(4).toString('hex')}`);
     const handle = await open(path, 'wx');
     const hasher = newHasher(d.algorithm);
@@ -107,7 +116,8 @@ export class Staging {
     let seen = 0;
     try {
       try {
-        for await (const chunk of source) {
+        for await (const c of source) {
+          const chunk = c as Uint8Array;
           seen += chunk.length;
           if (expectedSize !== undefined && seen > expectedSize) continue; // already wrong: just drain
           hasher.update(chunk);
@@ -162,10 +172,11 @@ export class Staging {
 }
 
 /** Reads a whole stream, hashing it, and checks it against its digest and size. */
-export async function hashCheck(d: Digest, size: number, source: AsyncIterable<Uint8Array>, sink: (chunk: Uint8Array) => Promise<void>): Promise<void> {
+export async function hashCheck(d: Digest, size: number, source: Chunks, sink: (chunk: Uint8Array) => Promise<void>): Promise<void> {
   const hasher = newHasher(d.algorithm);
   let seen = 0;
-  for await (const chunk of source) {
+  for await (const c of source) {
+    const chunk = c as Uint8Array;
     seen += chunk.length;
     if (seen > size) throw new SizeMismatchError(size, seen);
     hasher.update(chunk);
