@@ -8,6 +8,7 @@ import { isValidTag } from '../oci/reference.js';
 import type { BlobStore } from '../store/blob-store.js';
 import type { Catalogue, ManifestRow } from '../store/catalogue.js';
 import { UpstreamError } from '../upstream/errors.js';
+import { discard } from '../upstream/client.js';
 import type { Logger } from '../log.js';
 import { absentFromPushedIndex } from './local-absent.js';
 import { notMirroredError, type NotMirroredResponse } from './not-mirrored.js';
@@ -278,7 +279,7 @@ export class ManifestService {
       for await (const c of res.body) {
         total += (c as Buffer).length;
         if (total > 4 * 1024 * 1024) {
-          res.body.destroy();
+          discard(res.body);
           throw new UpstreamError('bad_response', `image config ${d.digest.value} is implausibly large`);
         }
         chunks.push(c as Buffer);

@@ -270,9 +270,12 @@ export class PushService {
     return size === row.size ? size : undefined;
   }
 
-  /** From an index entry that lists the manifest, else from its image config (in the store: just checked). */
+  /**
+   * As pull-through records it: from an index entry that lists the manifest (an attestation takes
+   * its subject's), else from its image config (in the store: just checked).
+   */
   private async platformOf(route: Route, digest: string, manifest: ImageManifest): Promise<Platform | undefined> {
-    const listed = this.catalogue.indexEntriesFor(route.key, digest).find((e) => e.platform !== null && e.attestation_for === null);
+    const listed = this.catalogue.indexEntriesFor(route.key, digest).find((e) => e.platform !== null);
     if (listed) return parsePlatform(listed.platform!);
     if (!isImageConfigType(manifest.config.mediaType)) return undefined;
     const d = parseDigest(manifest.config.digest);

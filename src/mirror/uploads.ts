@@ -126,16 +126,18 @@ export class UploadManager {
   /** The session `id` of `repo`, or the spec's 404 BLOB_UPLOAD_UNKNOWN. */
   get(repo: string, id: string): UploadSession {
     const session = SESSION_ID.test(id) ? this.sessions.get(id) : undefined;
-    if (!session || session.repo !== repo || session.finished) {
-      throw new OciError(
-        404,
-        'BLOB_UPLOAD_UNKNOWN',
-        `upload ${clip(id)} is not known to this mirror for ${repo} (finished, cancelled, or expired after ` +
-          `${formatSeconds(this.policy.timeoutMs)} idle); start a new upload`,
-        { session: clip(id) },
-      );
-    }
+    if (!session || session.repo !== repo || session.finished) throw this.unknown(repo, id);
     return session;
+  }
+
+  private unknown(repo: string, id: string): OciError {
+    return new OciError(
+      404,
+      'BLOB_UPLOAD_UNKNOWN',
+      `upload ${clip(id)} is not known to this mirror for ${repo} (finished, cancelled, or expired after ` +
+        `${formatSeconds(this.policy.timeoutMs)} idle); start a new upload`,
+      { session: clip(id) },
+    );
   }
 
   /** Current state, after any chunk still being written (bounded wait). */
@@ -205,7 +207,7 @@ export class UploadManager {
     session.busy++;
     try {
       return await session.exclusive(async () => {
-        if (session.finished) this.get(session.repo, session.id); // throws: cancelled or expired meanwhile
+        if (session.finished) throw this.unknown(session.repo, session.id); // cancelled or expired meanwhile
         return fn();
       });
     } finally {
@@ -307,6 +309,8 @@ export class UploadManager {
   }
 
   private async write(session: UploadSession, chunk: Uint8Array): Promise<void> {
+    // Cancelled, expired or shut down while this chunk was arriving: its file is gone.
+    if (session.finished) throw this.unknown(session.repo, session.id);
     let offset = 0;
     try {
       while (offset < chunk.length) {
@@ -314,6 +318,7 @@ export class UploadManager {
         offset += bytesWritten;
       }
     } catch (e) {
+      if (session.finished) throw this.unknown(session.repo, session.id);
       // The file may hold part of this chunk: cut it back to what is known to be good.
       await this.rollback(session, session.size);
       throw e;
@@ -324,6 +329,7 @@ export class UploadManager {
   }
 
   private async rollback(session: UploadSession, size: number): Promise<void> {
+    if (session.finished) return;
     await session.handle.truncate(size);
     if (size !== session.size) session.hasher = undefined; // re-read at completion
     session.size = size;

@@ -159,6 +159,24 @@ describe('UploadManager', () => {
     expect((await rejection(uploads.create('local/a'))).status).toBe(503);
   });
 
+  it('a chunk still arriving when the session is discarded (shutdown) fails cleanly with BLOB_UPLOAD_UNKNOWN', async () => {
+    const s = await uploads.create('local/a');
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    async function* slow(): BodySource {
+      yield Buffer.from('first');
+      await gate;
+      yield Buffer.from('second');
+    }
+    const writing = uploads.append(s, { body: slow() });
+    await new Promise((r) => setTimeout(r, 50));
+    await uploads.close();
+    release();
+    const e = await rejection(writing);
+    expect([e.status, e.code]).toEqual([404, 'BLOB_UPLOAD_UNKNOWN']);
+    expect(await tempFiles()).toEqual([]);
+  });
+
   it('present(): a stored blob mounts; unknown, invalid or damaged ones do not', async () => {
     const data = randomBytes(100);
     const digest = sha('sha256', data);
