@@ -5,6 +5,7 @@ import type { Role } from '../config/schema.js';
 import { OciError, ociErrors } from '../oci/errors.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Route } from '../mirror/routing.js';
+import { toClientError } from '../mirror/upstream-errors.js';
 import type { Logger } from '../log.js';
 import { hasRole, type Authenticator, type Identity } from './auth.js';
 import type { Metrics } from './metrics.js';
@@ -111,7 +112,11 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
         const b = await mirror.blobs.get(route, path.digest, { wantBody, range: c.req.header('range') });
         c.set('cache', b.source === 'store' ? 'hit' : 'miss');
         metrics.cache.inc({ kind: 'blob', result: c.get('cache')! });
-        return blobResponse(c.env?.outgoing, b, extra);
+        try {
+          return await blobResponse(c.env?.outgoing, b, extra);
+        } catch (e) {
+          throw toClientError(e, 'BLOB_UNKNOWN');
+        }
       }
       case 'tags': {
         const page = await mirror.tags.list(route, {

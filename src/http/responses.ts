@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { once } from 'node:events';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { OciError } from '../oci/errors.js';
 import { contentRange } from '../oci/range.js';
@@ -34,9 +35,10 @@ export function manifestResponse(m: ManifestResult, extra: Record<string, string
 
 /**
  * A blob response. Under the Node server the body is piped straight into the socket (no Web
- * stream in between, and a client that goes away stops the read at once).
+ * stream in between, and a client that goes away stops the read at once). The status line waits
+ * for the body's first bytes: a download that fails before any arrive still gets an OCI error.
  */
-export function blobResponse(outgoing: ServerResponse | undefined, b: BlobResult, extra: Record<string, string>): Response {
+export async function blobResponse(outgoing: ServerResponse | undefined, b: BlobResult, extra: Record<string, string>): Promise<Response> {
   const headers: Record<string, string> = {
     'Content-Type': 'application/octet-stream',
     'Docker-Content-Digest': b.digest,
@@ -56,11 +58,25 @@ export function blobResponse(outgoing: ServerResponse | undefined, b: BlobResult
     }
   }
   if (b.body && outgoing) {
-    outgoing.writeHead(status, headers);
-    // Errors here are a broken client or a failed upstream mid-stream: the socket is closed
-    // short of Content-Length, which is how a client learns the body is incomplete.
+    await firstBytes(b.body);
+    // setHeader, not writeHead(status, headers): logging and metrics read the length back.
+    for (const [name, value] of Object.entries(headers)) outgoing.setHeader(name, value);
+    outgoing.writeHead(status);
+    // Errors from here on are a broken client or a failed upstream mid-stream: the socket is
+    // closed short of Content-Length, which is how a client learns the body is incomplete.
     pipeline(b.body, outgoing).catch(() => outgoing.destroy());
     return RESPONSE_ALREADY_SENT;
   }
   return new Response(b.body ? (Readable.toWeb(b.body) as ReadableStream) : null, { status, headers });
+}
+
+/** Resolves once the stream has data buffered (or has ended); rejects with its error. */
+async function firstBytes(body: Readable): Promise<void> {
+  if (body.readableLength > 0 || body.readableEnded) return;
+  try {
+    await once(body, 'readable');
+  } catch (e) {
+    body.destroy();
+    throw e;
+  }
 }

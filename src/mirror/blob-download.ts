@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { DigestMismatchError, SizeMismatchError, type BlobStore, type BlobWriter } from '../store/blob-store.js';
 import { UpstreamError } from '../upstream/errors.js';
-import { describeNetworkError, type UpstreamClient } from '../upstream/client.js';
+import { describeNetworkError, discard, type UpstreamClient } from '../upstream/client.js';
 import { OciError } from '../oci/errors.js';
 
 /** How many times a download cut off mid-body resumes (with a Range request) before it gives up. */
@@ -57,7 +57,7 @@ export class BlobDownload extends EventEmitter {
     try {
       let response = await this.source.client.blob(this.source.repo, this.digest.value, 0);
       if (response.size !== undefined && this.expectedSize !== undefined && response.size !== this.expectedSize) {
-        response.body.destroy();
+        discard(response.body);
         throw new UpstreamError(
           'bad_response',
           `upstream says blob ${this.digest.value} is ${response.size} bytes; the manifest says ${this.expectedSize}`,
@@ -72,7 +72,7 @@ export class BlobDownload extends EventEmitter {
         try {
           this.body = response.body;
           if (this.aborted) {
-            response.body.destroy();
+            discard(response.body);
             throw this.aborted;
           }
           await this.copy(response.body, this.written - response.offset);
@@ -125,7 +125,7 @@ export class BlobDownload extends EventEmitter {
   abort(reason = 'the mirror is shutting down'): void {
     if (this.state === 'done' || this.state === 'failed') return;
     this.aborted = new Error(`download of ${this.digest.value} aborted: ${reason}`);
-    this.body?.destroy(this.aborted);
+    this.body?.on('error', () => {}).destroy(this.aborted);
   }
 
   private async copy(body: AsyncIterable<Buffer>, skip: number): Promise<void> {
@@ -160,11 +160,13 @@ export class BlobDownload extends EventEmitter {
         const end = range?.end ?? (self.size !== undefined ? self.size - 1 : Infinity);
         if (pos > end) return;
         if (self.state === 'failed') throw self.error ?? new Error('download failed');
-        // Until verified, the last byte is withheld (see class comment).
-        const available = self.state === 'done' ? self.written - 1 : self.written - 2;
-        if (self.state === 'done' && pos > available) return;
-        if (pos <= available && self.readHandle) {
-          const want = Math.min(READ_CHUNK, Math.min(available, end) - pos + 1);
+        const done = self.state === 'done';
+        if (done && pos > self.written - 1) return;
+        // Until the digest verifies, the last byte asked for is withheld (see class comment),
+        // so neither a whole body nor a range of one ever completes with unverified bytes.
+        const upTo = done ? Math.min(self.written - 1, end) : Math.min(self.written - 2, end - 1);
+        if (pos <= upTo && self.readHandle) {
+          const want = Math.min(READ_CHUNK, upTo - pos + 1);
           const { bytesRead } = await self.readHandle.read(buffer, 0, want, pos);
           if (bytesRead > 0) {
             pos += bytesRead;

@@ -39,6 +39,7 @@ export class Mirror {
     const store = new BlobStore(dataDir);
     await store.init();
     const catalogue = new Catalogue(join(dataDir, 'mirror.db'));
+    catalogue.onError = (e) => log.warn('could not record last-access times', { error: e.message });
     const allowList = PlatformAllowList.parse(config.platforms);
     const upstreams: Upstream[] = config.upstreams.map((u) => {
       const names = upstreamNames(u).map((n) => n.toLowerCase());

@@ -6,6 +6,8 @@ type Resource = 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN';
 /** What a client is told when upstream failed it. Never upstream's own headers or credentials. */
 export function toClientError(e: unknown, resource: Resource): OciError {
   if (e instanceof OciError) return e;
+  const storeFull = storeFullError(e);
+  if (storeFull) return storeFull;
   if (!(e instanceof UpstreamError)) throw e;
   switch (e.failure) {
     case 'not_found':
@@ -20,6 +22,13 @@ export function toClientError(e: unknown, resource: Resource): OciError {
     case 'bad_response':
       return ociErrors.upstream(e.message, resource, 502);
   }
+}
+
+/** The store (disk or SQLite) is full: 507, and the mirror goes on serving what it has. */
+export function storeFullError(e: unknown): OciError | undefined {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  const full = code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL';
+  return full ? new OciError(507, 'BLOB_UNKNOWN', 'the mirror\'s store is full; it cannot keep new content until space is freed') : undefined;
 }
 
 /**

@@ -107,7 +107,9 @@ export class Catalogue {
       blobsOf: db.prepare<[string, string], { blob_digest: string; media_type: string; size: number }>(
         'SELECT blob_digest, media_type, size FROM manifest_blobs WHERE repo = ? AND manifest_digest = ?',
       ),
-      getBlob: db.prepare<[string], { digest: string; size: number }>('SELECT digest, size FROM blobs WHERE digest = ?'),
+      getBlob: db.prepare<[string], { digest: string; size: number; stored_at: number }>(
+        'SELECT digest, size, stored_at FROM blobs WHERE digest = ?',
+      ),
       insertBlob: db.prepare(
         `INSERT INTO blobs (digest, size, stored_at, last_access) VALUES (?, ?, ?, ?)
          ON CONFLICT (digest) DO UPDATE SET size = excluded.size, last_access = excluded.last_access`,
@@ -116,7 +118,7 @@ export class Catalogue {
       touchManifest: db.prepare('UPDATE manifests SET last_access = ? WHERE repo = ? AND digest = ?'),
       touchBlob: db.prepare('UPDATE blobs SET last_access = ? WHERE digest = ?'),
     };
-    this.flushTimer = setInterval(() => this.flushTouches(), TOUCH_FLUSH_MS);
+    this.flushTimer = setInterval(() => this.flushTouchesSafely(), TOUCH_FLUSH_MS);
     this.flushTimer.unref();
   }
 
@@ -189,7 +191,7 @@ export class Catalogue {
     return this.stmts.blobsOf.all(repo, manifestDigest);
   }
 
-  getBlob(digest: string): { digest: string; size: number } | undefined {
+  getBlob(digest: string): { digest: string; size: number; stored_at: number } | undefined {
     return this.stmts.getBlob.get(digest);
   }
 
@@ -209,6 +211,18 @@ export class Catalogue {
   touchBlob(digest: string): void {
     this.touchedBlobs.set(digest, Date.now());
   }
+
+  /** Last-access times are advisory: a full disk must not take the process down over them. */
+  private flushTouchesSafely(): void {
+    try {
+      this.flushTouches();
+    } catch (e) {
+      this.onError?.(e as Error);
+    }
+  }
+
+  /** Told of background failures (the periodic flush); the owner logs them. */
+  onError?: (e: Error) => void;
 
   flushTouches(): void {
     if (this.touchedManifests.size === 0 && this.touchedBlobs.size === 0) return;
@@ -297,7 +311,7 @@ export class Catalogue {
   close(): void {
     clearInterval(this.flushTimer);
     if (this.db.open) {
-      this.flushTouches();
+      this.flushTouchesSafely();
       this.db.close();
     }
   }

@@ -74,7 +74,7 @@ export class UpstreamClient {
     const digest = header(res, 'docker-content-digest');
     const declared = Number(header(res, 'content-length') ?? NaN);
     if (Number.isFinite(declared) && declared > this.settings.maxManifestBytes) {
-      res.body.destroy();
+      discard(res.body);
       throw new UpstreamError('too_large', `${what} is ${declared} bytes, over this mirror's ${this.settings.maxManifestBytes}-byte manifest limit; not mirrored`);
     }
     if (method === 'HEAD') {
@@ -100,7 +100,7 @@ export class UpstreamClient {
     if (res.statusCode === 206) {
       const m = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(header(res, 'content-range') ?? '');
       if (!m) {
-        res.body.destroy();
+        discard(res.body);
         throw new UpstreamError('bad_response', `blob ${digest}: 206 without a usable Content-Range`);
       }
       return { body: res.body, offset: Number(m[1]), size: m[2] === '*' ? undefined : Number(m[2]) };
@@ -243,7 +243,7 @@ async function readLimited(body: Readable, limit: number, what: string): Promise
     for await (const chunk of body) {
       total += (chunk as Buffer).length;
       if (total > limit) {
-        body.destroy();
+        discard(body);
         throw new UpstreamError('too_large', `${what} is larger than this mirror's ${limit}-byte limit; not mirrored`);
       }
       chunks.push(chunk as Buffer);
@@ -253,6 +253,15 @@ async function readLimited(body: Readable, limit: number, what: string): Promise
     throw new UpstreamError('unavailable', `${what}: connection lost while reading (${describeNetworkError(e)})`);
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * Drops a response body we will not read. undici reports the abort as an 'error' event, which
+ * would crash the process with no listener attached.
+ */
+export function discard(body: Readable): void {
+  body.on('error', () => {});
+  body.destroy();
 }
 
 function backoffMs(attempt: number): number {
