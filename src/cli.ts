@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError } from './config/load.js';
-import { UsageError, type Command } from './commands/command.js';
+import { StoreMissingError, UsageError, type Command } from './commands/command.js';
 import { exportCommand } from './commands/export.js';
 import { gcCommand } from './commands/gc.js';
 import { importCommand } from './commands/import.js';
@@ -43,7 +43,7 @@ async function main(argv: string[]): Promise<number> {
       console.error(`sparse-mirror ${command.name}: ${(e as Error).message}\n\n${command.usage}`);
       return 2;
     }
-    if (e instanceof ConfigError) {
+    if (e instanceof ConfigError || e instanceof StoreMissingError) {
       console.error(`sparse-mirror: ${e.message}`);
       return 1;
     }

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { loadConfig } from '../config/load.js';
 import type { MirrorConfig } from '../config/schema.js';
 import { createLogger, type Logger } from '../log.js';
@@ -16,6 +18,11 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
+/** A command that reads the store was pointed at a directory that holds none. */
+export class StoreMissingError extends Error {
+  override name = 'StoreMissingError';
+}
+
 /** The options every store command takes. */
 export const COMMON_OPTIONS = {
   config: { type: 'string', short: 'c' },
@@ -30,9 +37,16 @@ export interface CommandContext {
 }
 
 /** Loads the config (file + MIRROR_* overrides) and opens the store the way `serve` does. */
-export async function openStore(configPath: string | undefined, opts: { offline?: boolean } = {}): Promise<CommandContext> {
+export async function openStore(
+  configPath: string | undefined,
+  opts: { offline?: boolean; mustExist?: boolean } = {},
+): Promise<CommandContext> {
   const config = await loadConfig({ path: configPath });
   if (opts.offline) config.offline = true;
+  // A mistyped MIRROR_DATA must not look like an empty mirror.
+  if (opts.mustExist && !existsSync(join(resolve(config.dataDir), 'mirror.db'))) {
+    throw new StoreMissingError(`no store at ${resolve(config.dataDir)} (no mirror.db there); check dataDir / MIRROR_DATA`);
+  }
   // Commands print their own output; the log (stderr) carries only warnings and errors.
   const log = createLogger(config.log.level === 'debug' ? 'debug' : 'warn', (line) => process.stderr.write(line));
   const mirror = await Mirror.open(config, log);

@@ -63,7 +63,7 @@ export const exportCommand: Command = {
       }
     }
 
-    const ctx = await openStore(values.config, { offline: true });
+    const ctx = await openStore(values.config, { offline: true, mustExist: true });
     try {
       const result = await exportImages(ctx.mirror, refs, dest);
       for (const image of result.images) {

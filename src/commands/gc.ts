@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { applyGc, planGc } from '../mirror/gc.js';
+import { applyGc, planGc, pushedRepositories } from '../mirror/gc.js';
 import { COMMON_OPTIONS, UsageError, formatBytes, openStore, type Command } from './command.js';
 
 const USAGE = `Usage: sparse-mirror gc [--dry-run] [--grace-minutes N]
@@ -29,12 +29,13 @@ export const gcCommand: Command = {
     if (!Number.isFinite(graceMinutes) || graceMinutes < 0) {
       throw new UsageError('--grace-minutes takes a number of minutes');
     }
-    const ctx = await openStore(values.config, { offline: true });
+    const ctx = await openStore(values.config, { offline: true, mustExist: true });
     try {
       const retentionDays = ctx.config.storage.tagRetentionDays;
       const plan = await planGc(ctx.mirror.catalogue, ctx.mirror.store, {
         graceMs: graceMinutes * 60_000,
         retentionMs: retentionDays === undefined ? undefined : retentionDays * 86_400_000,
+        keepsImages: pushedRepositories(ctx.config.push.namespace),
       });
       const what = `${plan.tags.length} tags, ${plan.manifests.length} manifests, ${plan.blobs.length} blobs, ${plan.strayFiles.length} stray files`;
       if (values['dry-run']) {

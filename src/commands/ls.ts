@@ -21,7 +21,7 @@ export const lsCommand: Command = {
       console.log(USAGE);
       return 0;
     }
-    const ctx = await openStore(values.config, { offline: true });
+    const ctx = await openStore(values.config, { offline: true, mustExist: true });
     try {
       const entries = inventory(ctx.mirror.catalogue, positionals[0]);
       if (values.json) {

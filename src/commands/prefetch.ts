@@ -28,7 +28,13 @@ export const prefetchCommand: Command = {
       return 0;
     }
     const refs = [...positionals];
-    if (values['from-file']) refs.push(...parseRefList(await readFile(values['from-file'], 'utf8')));
+    if (values['from-file']) {
+      const file = values['from-file'];
+      const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+        throw new UsageError(`cannot read ${file}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`);
+      });
+      refs.push(...parseRefList(text));
+    }
     if (refs.length === 0) throw new UsageError('name at least one image reference');
 
     const ctx = await openStore(values.config);

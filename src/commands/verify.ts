@@ -21,7 +21,7 @@ export const verifyCommand: Command = {
       console.log(USAGE);
       return 0;
     }
-    const ctx = await openStore(values.config, { offline: true });
+    const ctx = await openStore(values.config, { offline: true, mustExist: true });
     try {
       const r = await verifyStore(ctx.mirror.store, ctx.mirror.catalogue, { repair: values.repair });
       for (const p of r.problems) console.log(`${p.kind.padEnd(12)} ${p.digest}  ${p.detail}`);

@@ -13,6 +13,11 @@ export interface GcOptions {
   graceMs?: number;
   /** Blob digests being downloaded right now: never touched. */
   inFlight?: Set<string>;
+  /**
+   * Repositories whose images never expire nor get evicted: pushed content has no upstream to
+   * fetch it back from. Only what nothing references is collected there.
+   */
+  keepsImages?: (repo: string) => boolean;
 }
 
 export interface GcPlan {
@@ -33,6 +38,11 @@ export interface Root {
 }
 
 const DEFAULT_GRACE_MS = 10 * 60_000;
+
+/** Repositories of the push namespace (`local/…`): their images are never expired or evicted. */
+export function pushedRepositories(namespace: string): (repo: string) => boolean {
+  return (repo) => repo.startsWith(`${namespace}/`);
+}
 
 /** Top-level manifests: those no stored index of their repository lists. Tags point at these. */
 export function findRoots(catalogue: Catalogue): Root[] {
@@ -61,6 +71,7 @@ export async function planGc(catalogue: Catalogue, store: BlobStore, opts: GcOpt
   const expired = new Set<string>();
   for (const r of findRoots(catalogue)) {
     const key = `${r.repo}@${r.digest}`;
+    if (opts.keepsImages?.(r.repo)) continue;
     const tooOld = opts.retentionMs !== undefined && now - r.lastAccess > opts.retentionMs;
     if ((tooOld || opts.evict?.has(key)) && !recent(r.storedAt)) expired.add(key);
   }

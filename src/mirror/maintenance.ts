@@ -1,6 +1,6 @@
 import type { MirrorConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { applyGc, findRoots, planGc } from './gc.js';
+import { applyGc, findRoots, planGc, pushedRepositories } from './gc.js';
 import type { Mirror } from './mirror.js';
 import { prefetchImage, routeForReference } from './prefetch.js';
 
@@ -60,11 +60,14 @@ export class Maintenance {
     if (catalogue.storeBytes() <= limit) return 0;
     const target = limit * EVICTION_TARGET;
     let freed = 0;
-    const roots = findRoots(catalogue).sort((a, b) => a.lastAccess - b.lastAccess);
+    const keepsImages = pushedRepositories(this.config.push.namespace);
+    const roots = findRoots(catalogue)
+      .filter((r) => !keepsImages(r.repo))
+      .sort((a, b) => a.lastAccess - b.lastAccess);
     for (const root of roots) {
       if (this.stopped || catalogue.storeBytes() <= target) break;
       const inFlight = new Set(this.mirror.blobs.inFlight().map((d) => d.digest.value));
-      const plan = await planGc(catalogue, store, { evict: new Set([`${root.repo}@${root.digest}`]), inFlight, graceMs: 60_000 });
+      const plan = await planGc(catalogue, store, { evict: new Set([`${root.repo}@${root.digest}`]), inFlight, graceMs: 60_000, keepsImages });
       if (plan.manifests.length === 0) continue;
       freed += await applyGc(plan, catalogue, store);
       this.log.info('evicted an image to stay under storage.maxBytes', { repo: root.repo, digest: root.digest, freed });

@@ -56,6 +56,9 @@ export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (
     bytesPresent: 0,
   };
   const blobs = new Map<string, number>();
+  // Blobs stored from now on were fetched by this prefetch (an image config is fetched while
+  // its manifest is checked), not found present.
+  const started = Date.now();
 
   const walk = async (ref: string, top: boolean): Promise<void> => {
     const m = await mirror.manifests.get(route, ref, true);
@@ -67,6 +70,8 @@ export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (
     if (!parsed.ok) return;
     if (parsed.manifest.kind === 'image') {
       for (const b of mirror.catalogue.blobsOf(route.key, m.digest)) blobs.set(b.blob_digest, b.size);
+      const platform = top ? mirror.catalogue.getManifest(route.key, m.digest)?.platform : undefined;
+      if (platform) result.platformsFetched.push(platform);
       return;
     }
     for (const child of mirror.catalogue.childrenOf(route.key, m.digest)) {
@@ -100,9 +105,14 @@ export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (
     for (let next = queue.shift(); next; next = queue.shift()) {
       const [digest, size] = next;
       const parsed = parseDigest(digest);
-      if (parsed.ok && mirror.catalogue.getBlob(digest) && (await mirror.store.size(parsed.digest)) === size) {
-        result.bytesPresent += size;
-        progress.present += size;
+      const stored = mirror.catalogue.getBlob(digest);
+      if (parsed.ok && stored && (await mirror.store.size(parsed.digest)) === size) {
+        if (stored.stored_at >= started) {
+          result.bytesFetched += size;
+        } else {
+          result.bytesPresent += size;
+          progress.present += size;
+        }
       } else {
         const b = await mirror.blobs.get(route, digest, { wantBody: true });
         for await (const chunk of b.body!) {

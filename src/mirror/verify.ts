@@ -32,13 +32,14 @@ export async function verifyStore(store: BlobStore, catalogue: Catalogue, opts: 
   let bytesChecked = 0;
   const intact = new Map<string, number>();
 
-  for await (const name of store.list()) {
+  const badNames = new Map<string, string>();
+  for await (const { name, path } of store.entries()) {
     const parsed = parseDigest(name);
-    if (!parsed.ok) {
-      problems.push({ kind: 'bad-name', digest: name, detail: 'file name is not a digest' });
+    if (!parsed.ok || path !== store.pathOf(parsed.digest)) {
+      problems.push({ kind: 'bad-name', digest: name, detail: `${path} is not where a digest's file goes` });
+      badNames.set(name, path);
       continue;
     }
-    const path = store.pathOf(parsed.digest);
     const hasher = newHasher(parsed.digest.algorithm);
     let size = 0;
     for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) {
@@ -67,21 +68,24 @@ export async function verifyStore(store: BlobStore, catalogue: Catalogue, opts: 
   }
   const unreferencedFiles = [...intact.keys()].filter((d) => !named.has(d));
 
-  if (opts.repair && problems.length > 0) await repair(store, catalogue, problems);
+  if (opts.repair && problems.length > 0) await repair(store, catalogue, problems, badNames);
   return { filesChecked, bytesChecked, rowsChecked: rows.length, problems, unreferencedFiles, repaired: Boolean(opts.repair) };
 }
 
-async function repair(store: BlobStore, catalogue: Catalogue, problems: VerifyProblem[]): Promise<void> {
+async function repair(store: BlobStore, catalogue: Catalogue, problems: VerifyProblem[], badNames: Map<string, string>): Promise<void> {
   const quarantine = join(store.root, 'quarantine');
   await mkdir(quarantine, { recursive: true });
   const badDigests = new Set<string>();
   for (const p of problems) {
     const parsed = parseDigest(p.digest);
-    if (p.kind === 'corrupt' || p.kind === 'wrong-size') {
-      if (parsed.ok) {
-        const from = store.pathOf(parsed.digest);
-        if (await stat(from).catch(() => undefined)) await rename(from, join(quarantine, `${parsed.digest.algorithm}-${parsed.digest.hex}-${Date.now()}`));
-      }
+    if ((p.kind === 'corrupt' || p.kind === 'wrong-size') && parsed.ok) {
+      const from = store.pathOf(parsed.digest);
+      if (await stat(from).catch(() => undefined)) await rename(from, join(quarantine, `${parsed.digest.algorithm}-${parsed.digest.hex}-${Date.now()}`));
+    }
+    const strayPath = badNames.get(p.digest);
+    if (p.kind === 'bad-name' && strayPath) {
+      // Not content at all (a stray file under blobs/): out of the store, kept for a person to look at.
+      await rename(strayPath, join(quarantine, `bad-name-${p.digest.replace(/[^A-Za-z0-9._-]/g, '_')}-${Date.now()}`));
     }
     if (p.kind !== 'bad-name') badDigests.add(p.digest);
   }

@@ -111,9 +111,16 @@ export class BlobStore {
 
   /** Every stored file, as `alg:hex` strings (for verify and gc). */
   async *list(): AsyncGenerator<string> {
+    for await (const entry of this.entries()) yield entry.name;
+  }
+
+  /** Every file under blobs/ with its path: `name` is `alg:hex` as laid out (it may not be a valid digest). */
+  async *entries(): AsyncGenerator<{ name: string; path: string }> {
     for (const alg of await readdirSafe(this.blobsDir)) {
       for (const prefix of await readdirSafe(join(this.blobsDir, alg))) {
-        for (const hex of await readdirSafe(join(this.blobsDir, alg, prefix))) yield `${alg}:${hex}`;
+        for (const hex of await readdirSafe(join(this.blobsDir, alg, prefix))) {
+          yield { name: `${alg}:${hex}`, path: join(this.blobsDir, alg, prefix, hex) };
+        }
       }
     }
   }
