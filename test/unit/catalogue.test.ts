@@ -268,7 +268,7 @@ describe('Catalogue tags', () => {
 describe('Catalogue blobs and last-access tracking', () => {
   it('addBlob / getBlob / removeBlob', () => {
     cat.addBlob(d('layer'), 1234);
-    expect(cat.getBlob(d('layer'))).toEqual({ digest: d('layer'), size: 1234 });
+    expect(cat.getBlob(d('layer'))).toEqual({ digest: d('layer'), size: 1234, stored_at: T0 });
     expect(blobTimes(cat, d('layer'))).toEqual({ stored_at: T0, last_access: T0 });
     vi.setSystemTime(T0 + 1);
     cat.addBlob(d('layer'), 1234);
