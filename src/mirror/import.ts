@@ -9,7 +9,7 @@ import { extract as tarExtract } from 'tar-stream';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { indexChildren, parseManifest, referencedBlobs, type Descriptor, type ImageManifest } from '../oci/manifest.js';
 import { isImageConfigType } from '../oci/media-types.js';
-import { formatPlatform, type Platform } from '../oci/platform.js';
+import { formatPlatform, platformOfImageConfig, type Platform } from '../oci/platform.js';
 import { isValidTag, parseImageReference } from '../oci/reference.js';
 import { DigestMismatchError, SizeMismatchError } from '../store/blob-store.js';
 import type { NewManifest } from '../store/catalogue.js';
@@ -337,7 +337,7 @@ class Importer {
     const c = parseOrThrow(manifest.config.digest);
     if (!(await this.source.has(c))) throw new LayoutError(`incomplete layout: config ${c.value} of manifest ${d.value} is missing`);
     if (manifest.config.size > 4 * 1024 * 1024) throw new LayoutError(`image config ${c.value} is implausibly large`);
-    const platform = platformOfConfig(await this.source.readSmall(c, manifest.config.size));
+    const platform = platformOfImageConfig(await this.source.readSmall(c, manifest.config.size));
     if (!platform) return undefined;
     if (!this.mirror.allowList.allows(platform)) {
       throw new LayoutError(`it is a ${formatPlatform(platform)} image; this mirror carries only ${this.mirror.config.platforms.join(', ')}`);
@@ -350,16 +350,6 @@ function parseOrThrow(value: string): Digest {
   const d = parseDigest(value);
   if (!d.ok) throw new LayoutError(d.reason);
   return d.digest;
-}
-
-function platformOfConfig(bytes: Buffer): Platform | undefined {
-  try {
-    const c = JSON.parse(bytes.toString('utf8')) as { os?: unknown; architecture?: unknown; variant?: unknown };
-    if (typeof c.os !== 'string' || typeof c.architecture !== 'string' || !c.os || !c.architecture) return undefined;
-    return typeof c.variant === 'string' && c.variant ? { os: c.os, architecture: c.architecture, variant: c.variant } : { os: c.os, architecture: c.architecture };
-  } catch {
-    return undefined;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

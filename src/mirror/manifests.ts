@@ -3,7 +3,7 @@ import { digestOf, isDigestLike, parseDigest, type Digest } from '../oci/digest.
 import { ociErrors } from '../oci/errors.js';
 import { parseManifest, type ImageManifest } from '../oci/manifest.js';
 import { isImageConfigType } from '../oci/media-types.js';
-import { formatPlatform, parsePlatform, type Platform, type PlatformAllowList } from '../oci/platform.js';
+import { formatPlatform, parsePlatform, platformOfImageConfig, type Platform, type PlatformAllowList } from '../oci/platform.js';
 import { isValidTag } from '../oci/reference.js';
 import type { BlobStore } from '../store/blob-store.js';
 import type { Catalogue, ManifestRow } from '../store/catalogue.js';
@@ -288,7 +288,7 @@ export class ManifestService {
       if (digestOf(bytes, d.digest.algorithm) !== d.digest.value) {
         throw new UpstreamError('bad_response', `image config ${d.digest.value}: upstream sent bytes that do not match; refused`);
       }
-      const platform = platformOfConfig(bytes);
+      const platform = platformOfImageConfig(bytes);
       if (!platform || this.policy.allowList.allows(platform)) {
         await this.store.put(d.digest, bytes);
         this.catalogue.addBlob(d.digest.value, bytes.length);
@@ -296,17 +296,7 @@ export class ManifestService {
       }
       return platform;
     }
-    return platformOfConfig(bytes);
-  }
-}
-
-function platformOfConfig(bytes: Buffer): Platform | undefined {
-  try {
-    const c = JSON.parse(bytes.toString('utf8')) as { os?: unknown; architecture?: unknown; variant?: unknown };
-    if (typeof c.os !== 'string' || typeof c.architecture !== 'string' || !c.os || !c.architecture) return undefined;
-    return typeof c.variant === 'string' && c.variant ? { os: c.os, architecture: c.architecture, variant: c.variant } : { os: c.os, architecture: c.architecture };
-  } catch {
-    return undefined;
+    return platformOfImageConfig(bytes);
   }
 }
 

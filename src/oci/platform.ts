@@ -93,3 +93,19 @@ export class PlatformAllowList {
     return this.platforms.map(formatPlatform).join(', ');
   }
 }
+
+/**
+ * The platform an image config declares (its os, architecture and variant), or undefined when
+ * it names none: artifacts such as signatures carry empty or no platform fields.
+ */
+export function platformOfImageConfig(bytes: Uint8Array): Platform | undefined {
+  try {
+    const c = JSON.parse(Buffer.from(bytes).toString('utf8')) as { os?: unknown; architecture?: unknown; variant?: unknown };
+    if (typeof c.os !== 'string' || typeof c.architecture !== 'string' || !c.os || !c.architecture) return undefined;
+    return typeof c.variant === 'string' && c.variant
+      ? { os: c.os, architecture: c.architecture, variant: c.variant }
+      : { os: c.os, architecture: c.architecture };
+  } catch {
+    return undefined;
+  }
+}
