@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import { hasRole, type Authenticator, type Identity } from './auth.js';
 import type { Metrics } from './metrics.js';
 import { parseApiPath, type ApiPath } from './paths.js';
-import { API_VERSION_HEADER, blobResponse, errorResponse, manifestResponse } from './responses.js';
+import { API_VERSION_HEADER, blobResponse, errorResponse, jsonResponse, manifestResponse } from './responses.js';
 
 export type AppEnv = {
   Bindings: HttpBindings;
@@ -84,9 +84,7 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     const method = c.req.method;
     c.set('kind', path.kind);
     if (auth) await requireRole(c, auth, READ_METHODS.has(method) && path.kind !== 'upload' ? 'pull' : 'push');
-    if (path.kind === 'base') {
-      return new Response('{}', { headers: { 'Content-Type': 'application/json', ...API_VERSION_HEADER } });
-    }
+    if (path.kind === 'base') return jsonResponse({});
     if (path.kind === 'unknown') {
       throw new OciError(404, 'NAME_UNKNOWN', `no registry API route at ${url.pathname.slice(0, 200)}`);
     }

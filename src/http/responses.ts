@@ -11,9 +11,15 @@ import type { ManifestResult } from '../mirror/manifests.js';
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' };
 
 export function errorResponse(e: OciError): Response {
-  return new Response(JSON.stringify(e.body()), {
-    status: e.status,
-    headers: { 'Content-Type': 'application/json', ...API_VERSION_HEADER, ...e.headers },
+  return jsonResponse(e.body(), e.status, e.headers);
+}
+
+/** A JSON response with its Content-Length set (the request log reads it). */
+export function jsonResponse(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  const text = JSON.stringify(body);
+  return new Response(text, {
+    status,
+    headers: { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(text)), ...API_VERSION_HEADER, ...headers },
   });
 }
 
