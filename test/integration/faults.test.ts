@@ -447,6 +447,8 @@ describe('concurrency', () => {
     expect(download).toBeDefined();
     void download!.finished.then(() => (committedAt = performance.now()));
     const results = await Promise.all(pending);
+    // Clients get the last byte once the digest verifies; the flush and rename may finish after.
+    await download!.finished;
     expect(fake.count('GET', layer.digest)).toBe(1);
     for (const r of results) {
       expect(r.status).toBe(200);

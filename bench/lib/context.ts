@@ -1,0 +1,102 @@
+// What every scenario gets: the settings, the shared servers, and where to report.
+import type { Distribution } from './registry.js';
+import type { SparseMirror } from './mirror.js';
+
+const MIB = 1024 * 1024;
+
+export interface Settings {
+  quick: boolean;
+  /** Rounds of the alternating scenarios (1–4). */
+  rounds: number;
+  s1: { blobBytes: number; clients: number; repeat: number };
+  s2: { seconds: number; connections: number; rounds: number };
+  s3: { bigLayers: number[]; smallLayer: number };
+  s4: { blobBytes: number; clients: number };
+  s5: { images: number; layersPerPlatform: number; layerBytes: number };
+  s6: { blobs: number; blobBytes: number; anchor: boolean };
+  s7: { blobs: number; tags: number; latencySeconds: number; starts: number };
+}
+
+function envNumber(name: string, fallback: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}=${v} is not a positive number`);
+  return n;
+}
+
+export function settingsFromEnv(): Settings {
+  const quick = /^(1|true|yes)$/i.test(process.env.BENCH_QUICK ?? '');
+  const rounds = envNumber('BENCH_ROUNDS', quick ? 2 : 5);
+  return {
+    quick,
+    rounds,
+    s1: {
+      blobBytes: envNumber('BENCH_S1_MIB', quick ? 64 : 256) * MIB,
+      clients: envNumber('BENCH_S1_CLIENTS', 16),
+      repeat: envNumber('BENCH_S1_REPEAT', 1),
+    },
+    s2: {
+      seconds: envNumber('BENCH_S2_SECONDS', quick ? 3 : 10),
+      connections: envNumber('BENCH_S2_CONNECTIONS', 64),
+      rounds: envNumber('BENCH_S2_ROUNDS', quick ? 1 : 3),
+    },
+    s3: { bigLayers: (quick ? [8, 4, 2] : [64, 32, 16, 8]).map((m) => m * MIB), smallLayer: 256 * 1024 },
+    s4: { blobBytes: envNumber('BENCH_S4_MIB', quick ? 32 : 128) * MIB, clients: envNumber('BENCH_S4_CLIENTS', 50) },
+    s5: { images: envNumber('BENCH_S5_IMAGES', 20), layersPerPlatform: 2, layerBytes: envNumber('BENCH_S5_LAYER_KIB', quick ? 128 : 2048) * 1024 },
+    s6: {
+      blobs: envNumber('BENCH_S6_BLOBS', quick ? 8 : 32),
+      blobBytes: envNumber('BENCH_S6_MIB', quick ? 64 : 512) * MIB,
+      anchor: !/^(0|false|no)$/i.test(process.env.BENCH_S6_ANCHOR ?? ''),
+    },
+    s7: {
+      blobs: envNumber('BENCH_S7_BLOBS', quick ? 10_000 : 100_000),
+      tags: envNumber('BENCH_S7_TAGS', quick ? 1_000 : 10_000),
+      latencySeconds: envNumber('BENCH_S7_SECONDS', quick ? 1 : 3),
+      starts: envNumber('BENCH_S7_STARTS', quick ? 2 : 5),
+    },
+  };
+}
+
+export interface Shared {
+  upstream: Distribution;
+  anchor: Distribution;
+  mirror: SparseMirror;
+}
+
+export interface Ctx {
+  settings: Settings;
+  shared: () => Promise<Shared>;
+  log(msg: string): void;
+}
+
+export interface Row {
+  measure: string;
+  /** e.g. "anchor 2.01 GB/s" */
+  baseline: string;
+  sparse: string;
+  ratio: string;
+  target: string;
+  /** undefined: informational, no target */
+  met?: boolean;
+}
+
+export interface ScenarioResult {
+  id: number;
+  title: string;
+  rows: Row[];
+  /** Markdown lines: per-round figures, counts, checks. */
+  details: string[];
+  /** Problems seen during the run (failed requests, wrong bytes). */
+  problems: string[];
+  raw: unknown;
+  seconds?: number;
+  error?: string;
+}
+
+export function rotate<T>(xs: T[], by: number): T[] {
+  const k = ((by % xs.length) + xs.length) % xs.length;
+  return [...xs.slice(k), ...xs.slice(0, k)];
+}
+
+export const MiB = MIB;

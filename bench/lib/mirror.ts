@@ -1,0 +1,68 @@
+// sparse-mirror as production runs it: `node dist/src/cli.js serve` in its own process, with a
+// TypeScript config file (loaded through jiti, like mirror.config.ts) and the default log level
+// (info: one JSON line per request, to a file here). BENCH_MIRROR_CLI points at another build
+// (a scratch copy with a change under test) for A/B runs.
+import { writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { freePort, run, startProc, tempDir, waitForHttp, type Proc, type RunResult } from './procs.js';
+
+export const REPO_ROOT = resolve(import.meta.dirname, '..', '..', '..');
+export const MIRROR_CLI = resolve(process.env.BENCH_MIRROR_CLI ?? join(REPO_ROOT, 'dist', 'src', 'cli.js'));
+
+export interface MirrorOptions {
+  upstream: string;
+  platforms?: string[];
+  dataDir?: string;
+  logLevel?: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  /** Extra config keys (merged at the top level). */
+  extra?: Record<string, unknown>;
+  nodeArgs?: string[];
+}
+
+export interface SparseMirror {
+  url: string;
+  host: string;
+  dataDir: string;
+  configPath: string;
+  logFile: string;
+  proc: Proc;
+  /** Spawn to first 200 on /v2/, in milliseconds. */
+  startupMs: number;
+  stop(): Promise<void>;
+}
+
+export async function writeMirrorConfig(dir: string, opts: MirrorOptions & { dataDir: string; port?: number }): Promise<string> {
+  const config = {
+    host: '127.0.0.1',
+    port: opts.port ?? 5000,
+    dataDir: opts.dataDir,
+    platforms: opts.platforms ?? ['linux/amd64', 'linux/arm64'],
+    upstreams: [{ url: opts.upstream }],
+    log: { level: opts.logLevel ?? 'info' },
+    ...opts.extra,
+  };
+  const path = join(dir, 'mirror.config.ts');
+  await writeFile(path, `// written by the benchmark\nexport default ${JSON.stringify(config, null, 2)};\n`);
+  return path;
+}
+
+export async function startSparseMirror(name: string, opts: MirrorOptions): Promise<SparseMirror> {
+  const work = tempDir(`mirror-${name}`);
+  const dataDir = opts.dataDir ?? join(work, 'data');
+  const port = await freePort();
+  const configPath = await writeMirrorConfig(work, { ...opts, dataDir, port });
+  const logFile = join(work, 'mirror.log');
+  const started = performance.now();
+  const proc = startProc(`sparse-mirror (${name})`, process.execPath, [...(opts.nodeArgs ?? []), MIRROR_CLI, 'serve', '--config', configPath], {
+    logFile,
+    cwd: work,
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const startupMs = await waitForHttp(`${url}/v2/`, { proc, since: started, intervalMs: 5, timeoutMs: 30_000 });
+  return { url, host: `127.0.0.1:${port}`, dataDir, configPath, logFile, proc, startupMs, stop: () => proc.stop(15_000) };
+}
+
+/** Runs a CLI command of the mirror (prefetch, ls, …) against a config file. */
+export function mirrorCli(args: string[], configPath: string, opts: { timeoutMs?: number; discardStdout?: boolean } = {}): Promise<RunResult> {
+  return run(process.execPath, [MIRROR_CLI, ...args, '--config', configPath], { timeoutMs: opts.timeoutMs ?? 300_000, discardStdout: opts.discardStdout });
+}
