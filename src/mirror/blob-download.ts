@@ -26,8 +26,6 @@ export class BlobDownload extends EventEmitter {
   written = 0;
   size: number | undefined;
   state: 'starting' | 'running' | 'done' | 'failed' = 'starting';
-  /** The digest has verified: followers may have every byte, even before the file is flushed and renamed. */
-  verified = false;
   error: Error | undefined;
   /** Settles once upstream has answered (size known) or failed, so a client can still get a clean error. */
   readonly ready: Promise<void>;
@@ -87,14 +85,9 @@ export class BlobDownload extends EventEmitter {
           response = await this.source.client.blob(this.source.repo, this.digest.value, this.written);
         }
       }
-      await this.writer
-        .commit(() => {
-          this.verified = true;
-          this.emit('change');
-        })
-        .catch((e: Error) => {
-          throw asUpstreamFault(e, this.digest.value);
-        });
+      await this.writer.commit().catch((e: Error) => {
+        throw asUpstreamFault(e, this.digest.value);
+      });
       this.onCommitted(this.written);
       this.state = 'done';
       this.emit('change');
@@ -166,8 +159,8 @@ export class BlobDownload extends EventEmitter {
       while (true) {
         const end = range?.end ?? (self.size !== undefined ? self.size - 1 : Infinity);
         if (pos > end) return;
-        if (self.state === 'failed' && !self.verified) throw self.error ?? new Error('download failed');
-        const done = self.state === 'done' || self.verified;
+        if (self.state === 'failed') throw self.error ?? new Error('download failed');
+        const done = self.state === 'done';
         if (done && pos > self.written - 1) return;
         // Until the digest verifies, the last byte asked for is withheld (see class comment),
         // so neither a whole body nor a range of one ever completes with unverified bytes.

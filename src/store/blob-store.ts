@@ -157,7 +157,7 @@ export class BlobWriter {
   }
 
   /** Verifies size and digest, flushes, then renames into place. Throws (and cleans up) on mismatch. */
-  async commit(onVerified?: () => void): Promise<number> {
+  async commit(): Promise<number> {
     if (this.done) throw new Error('blob writer already finished');
     this.done = true;
     try {
@@ -166,8 +166,6 @@ export class BlobWriter {
       }
       const actual = `${this.digest.algorithm}:${this.hasher.digest('hex')}`;
       if (actual !== this.digest.value) throw new DigestMismatchError(this.digest.value, actual, this.written);
-      // The bytes are proven right: whoever waits for them need not wait for the disk flush.
-      onVerified?.();
       await this.handle.datasync();
       await this.handle.close();
       await mkdir(join(this.finalPath, '..'), { recursive: true });
