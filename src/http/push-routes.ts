@@ -11,7 +11,6 @@ import { rangeHeaders, UploadInterrupted, UploadManager, type BodySource, type C
 import { PushCatalogue } from '../store/push-catalogue.js';
 import { ReferrersCatalogue } from '../store/referrers-catalogue.js';
 import type { AppEnv, PushHandler } from './app.js';
-import type { ApiPath } from './paths.js';
 import { API_VERSION_HEADER } from './responses.js';
 
 export interface PushApi {

@@ -78,7 +78,7 @@ export class BlobService {
 
     const running = this.downloads.get(digest.value);
     // A download that just failed is on its way out of the map: start afresh instead.
-    if (running && running.state !== 'failed') return this.followDownload(route, running, opts);
+    if (running && running.state !== 'failed') return this.followDownload(running, opts);
 
     const client = this.policy.offline ? undefined : route.upstream.client;
     if (!client) {
@@ -94,7 +94,7 @@ export class BlobService {
         throw toClientError(e, 'BLOB_UNKNOWN');
       }
     }
-    return this.followDownload(route, this.startDownload(route, client, digest, reference?.size), opts);
+    return this.followDownload(this.startDownload(route, client, digest, reference?.size), opts);
   }
 
   private startDownload(route: Route, client: UpstreamClient, digest: Digest, expectedSize: number | undefined): BlobDownload {
@@ -111,7 +111,7 @@ export class BlobService {
     return download;
   }
 
-  private async followDownload(route: Route, download: BlobDownload, opts: { wantBody: boolean; range?: string }): Promise<BlobResult> {
+  private async followDownload(download: BlobDownload, opts: { wantBody: boolean; range?: string }): Promise<BlobResult> {
     await download.ready;
     if (download.state === 'failed') throw toClientError(download.error, 'BLOB_UNKNOWN');
     return this.respond(download.digest, download.size, opts, 'upstream', (range) => download.follow(range));

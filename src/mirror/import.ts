@@ -9,7 +9,7 @@ import { extract as tarExtract } from 'tar-stream';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { indexChildren, parseManifest, referencedBlobs, type Descriptor, type ImageManifest } from '../oci/manifest.js';
 import { isImageConfigType } from '../oci/media-types.js';
-import { formatPlatform, platformOfImageConfig, type Platform } from '../oci/platform.js';
+import { formatPlatform, platformOfImageConfig } from '../oci/platform.js';
 import { isValidTag, parseImageReference } from '../oci/reference.js';
 import { DigestMismatchError, SizeMismatchError } from '../store/blob-store.js';
 import type { NewManifest } from '../store/catalogue.js';
