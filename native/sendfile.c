@@ -1,0 +1,202 @@
+// sendfile(2) from a stored blob straight into a client's TCP socket, driven by the Node event loop.
+//
+// Node has no sendfile for sockets: a blob served through streams is copied from the page cache
+// into a JS buffer and back into the kernel, which costs several times the CPU per byte of
+// nginx or a Go registry. This addon lets the kernel move the bytes instead.
+//
+// The socket stays Node's: we dup() its descriptor and poll the duplicate for writability
+// (epoll tells a dup apart from the original, so libuv's own watcher on the socket is untouched),
+// and send only while the caller has promised not to write to the socket itself. Closing the
+// duplicate at the end (or on cancel) is what lets Node close the connection for real.
+#include <node_api.h>
+#include <uv.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/sendfile.h>
+#endif
+
+#define CHECK(call)                                                                    \
+  do {                                                                                 \
+    if ((call) != napi_ok) {                                                           \
+      napi_throw_error(env, NULL, "sendfile addon: " #call " failed");                 \
+      return NULL;                                                                     \
+    }                                                                                  \
+  } while (0)
+
+#ifdef __linux__
+
+// Bytes sent per wake-up: the event loop gets control back between slices, so one fast client
+// cannot hold it for the whole socket buffer while others wait.
+#define SLICE (256 * 1024)
+
+typedef struct {
+  uv_poll_t poll;
+  int sock;
+  int file;
+  int64_t offset;
+  int64_t remaining;
+  int64_t sent;
+  int result; // 0 ok, a negative libuv error code otherwise
+  int finishing;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context context;
+} transfer_t;
+
+static void on_closed(uv_handle_t* handle) {
+  transfer_t* t = (transfer_t*)handle->data;
+  close(t->sock);
+  close(t->file);
+  napi_env env = t->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, recv, argv[2];
+  napi_get_reference_value(env, t->callback, &cb);
+  napi_get_global(env, &recv);
+  napi_create_int32(env, t->result, &argv[0]);
+  napi_create_int64(env, t->sent, &argv[1]);
+  napi_make_callback(env, t->context, recv, cb, 2, argv, NULL);
+  napi_close_handle_scope(env, scope);
+  napi_async_destroy(env, t->context);
+  napi_delete_reference(env, t->callback);
+  free(t);
+}
+
+static void finish(transfer_t* t, int result) {
+  if (t->finishing) return;
+  t->finishing = 1;
+  t->result = result;
+  // uv_close stops the poll and drops the epoll entry while the duplicate is still open;
+  // the descriptors are closed in on_closed, after libuv has let go of them.
+  uv_close((uv_handle_t*)&t->poll, on_closed);
+}
+
+static void on_writable(uv_poll_t* poll, int status, int events) {
+  transfer_t* t = (transfer_t*)poll->data;
+  (void)events;
+  if (status < 0) {
+    finish(t, status);
+    return;
+  }
+  int64_t budget = SLICE;
+  while (t->remaining > 0 && budget > 0) {
+    size_t want = (size_t)(t->remaining < budget ? t->remaining : budget);
+    off_t off = (off_t)t->offset;
+    ssize_t n = sendfile(t->sock, t->file, &off, want);
+    if (n > 0) {
+      t->offset += n;
+      t->sent += n;
+      t->remaining -= n;
+      budget -= n;
+    } else if (n == 0) {
+      finish(t, UV_EOF); // the file is shorter than promised
+      return;
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EAGAIN) {
+      return; // the socket buffer is full: wait for the next writable event
+    } else {
+      finish(t, -errno);
+      return;
+    }
+  }
+  if (t->remaining == 0) finish(t, 0);
+}
+
+// start(socketFd, fileFd, offset, length, callback(result, sent)) -> handle for cancel()
+static napi_value start(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) {
+    napi_throw_type_error(env, NULL, "start(socketFd, fileFd, offset, length, callback)");
+    return NULL;
+  }
+  int32_t sock, file;
+  int64_t offset, length;
+  CHECK(napi_get_value_int32(env, argv[0], &sock));
+  CHECK(napi_get_value_int32(env, argv[1], &file));
+  CHECK(napi_get_value_int64(env, argv[2], &offset));
+  CHECK(napi_get_value_int64(env, argv[3], &length));
+  if (sock < 0 || file < 0 || offset < 0 || length < 0) {
+    napi_throw_range_error(env, NULL, "sendfile: negative descriptor, offset or length");
+    return NULL;
+  }
+  uv_loop_t* loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+
+  transfer_t* t = calloc(1, sizeof(transfer_t));
+  if (!t) {
+    napi_throw_error(env, NULL, "sendfile: out of memory");
+    return NULL;
+  }
+  t->sock = dup(sock);
+  t->file = dup(file);
+  if (t->sock < 0 || t->file < 0) {
+    int err = errno;
+    if (t->sock >= 0) close(t->sock);
+    if (t->file >= 0) close(t->file);
+    free(t);
+    napi_throw_error(env, uv_err_name(-err), "sendfile: dup failed");
+    return NULL;
+  }
+  t->offset = offset;
+  t->remaining = length;
+  t->env = env;
+  napi_value name;
+  CHECK(napi_create_string_utf8(env, "sparse-mirror:sendfile", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &t->context));
+  CHECK(napi_create_reference(env, argv[4], 1, &t->callback));
+  int rc = uv_poll_init(loop, &t->poll, t->sock);
+  if (rc != 0) { // nothing registered with libuv yet: undo by hand and throw
+    close(t->sock);
+    close(t->file);
+    napi_async_destroy(env, t->context);
+    napi_delete_reference(env, t->callback);
+    free(t);
+    napi_throw_error(env, uv_err_name(rc), "sendfile: cannot poll the socket");
+    return NULL;
+  }
+  t->poll.data = t;
+  rc = uv_poll_start(&t->poll, UV_WRITABLE, on_writable);
+  if (rc != 0) finish(t, rc); // reported through the callback, after libuv closes the handle
+  napi_value handle;
+  CHECK(napi_create_external(env, t, NULL, NULL, &handle));
+  return handle;
+}
+
+// cancel(handle): stops a transfer; its callback still runs, with UV_ECANCELED.
+// The caller must not cancel after the callback has run (the handle is freed then).
+static napi_value cancel(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void* data;
+  CHECK(napi_get_value_external(env, argv[0], &data));
+  finish((transfer_t*)data, UV_ECANCELED);
+  return NULL;
+}
+
+#define SUPPORTED true
+#else
+#define SUPPORTED false
+#endif
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value supported;
+  CHECK(napi_get_boolean(env, SUPPORTED, &supported));
+  CHECK(napi_set_named_property(env, exports, "supported", supported));
+#ifdef __linux__
+  napi_value fn;
+  CHECK(napi_create_function(env, "start", NAPI_AUTO_LENGTH, start, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "start", fn));
+  CHECK(napi_create_function(env, "cancel", NAPI_AUTO_LENGTH, cancel, NULL, &fn));
+  CHECK(napi_set_named_property(env, exports, "cancel", fn));
+#endif
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

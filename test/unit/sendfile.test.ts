@@ -1,0 +1,187 @@
+// The sendfile addon on real sockets: whole files and ranges, keep-alive after a sent body, a
+// file shorter than promised, a client that goes away, a client that stops reading while the
+// server shuts down. Every case also checks that no descriptor is left behind.
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, open, readdir, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { Agent, createServer, get, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canSendfile, sendFile, sendfileStatus } from '../../src/http/sendfile.js';
+
+const SIZE = 48 * 1024 * 1024 + 12345; // larger than any socket buffer: many writable events
+let dir: string;
+let path: string;
+let bytes: Buffer;
+
+type Handler = (res: ServerResponse, file: FileHandle) => Promise<void>;
+let server: Server;
+let url: string;
+let handler: Handler;
+const outcomes: Array<Promise<unknown>> = [];
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sendfile-test-'));
+  path = join(dir, 'blob');
+  bytes = randomBytes(SIZE);
+  await writeFile(path, bytes);
+  server = createServer((req, res) => {
+    void (async () => {
+      const file = await open(path, 'r');
+      const outcome = handler(res, file).finally(() => file.close());
+      outcomes.push(outcome.catch(() => {}));
+    })();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  server?.closeAllConnections();
+  server?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function sha(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+async function openFds(): Promise<number> {
+  return (await readdir('/proc/self/fd')).length;
+}
+
+/** Serves [offset, offset+length) with the headers a blob response has. */
+function serveRange(offset: number, length: number, declared = length): Handler {
+  return async (res, file) => {
+    res.setHeader('Content-Length', String(declared));
+    res.writeHead(offset === 0 && declared === SIZE ? 200 : 206);
+    await sendFile(res, file.fd, offset, length);
+  };
+}
+
+/** GET; without an agent on a connection of its own that closes after the response. */
+function fetchBody(target: string, agent?: Agent): Promise<{ res: IncomingMessage; body: Buffer; complete: boolean; port: number }> {
+  return new Promise((resolve, reject) => {
+    get(target, { agent: agent ?? false }, (res) => {
+      const port = res.socket.localPort ?? 0;
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ res, body: Buffer.concat(chunks), complete: res.complete, port }));
+      res.on('error', () => resolve({ res, body: Buffer.concat(chunks), complete: false, port }));
+    }).on('error', reject);
+  });
+}
+
+/** Descriptors return to where they were once the server has let go (the addon's dups included). */
+async function expectNoLeak(before: number): Promise<void> {
+  await Promise.all(outcomes.splice(0));
+  for (let i = 0; i < 50 && (await openFds()) > before; i++) await new Promise((r) => setTimeout(r, 20));
+  expect(await openFds()).toBeLessThanOrEqual(before);
+}
+
+describe.runIf(process.platform === 'linux')('sendfile addon', () => {
+  it('is built and loads on Linux (a broken build must not fall back silently)', () => {
+    expect(sendfileStatus()).toEqual({ available: true });
+  });
+
+  it('sends a whole file, byte for byte', async () => {
+    const before = await openFds();
+    handler = serveRange(0, SIZE);
+    const { res, body, complete } = await fetchBody(`${url}/`);
+    expect(res.statusCode).toBe(200);
+    expect(complete).toBe(true);
+    expect(body.length).toBe(SIZE);
+    expect(sha(body)).toBe(sha(bytes));
+    await expectNoLeak(before);
+  });
+
+  it('sends a range from an offset', async () => {
+    handler = serveRange(7_000_001, 3_333_333);
+    const { res, body } = await fetchBody(`${url}/`);
+    expect(res.statusCode).toBe(206);
+    expect(sha(body)).toBe(sha(bytes.subarray(7_000_001, 7_000_001 + 3_333_333)));
+  });
+
+  it('leaves the connection usable for the next request (keep-alive)', async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const ports = new Set<number>();
+    try {
+      for (const [offset, length] of [[0, 1000], [SIZE - 5000, 5000], [1, SIZE - 1]] as const) {
+        handler = serveRange(offset, length);
+        const { body, port } = await fetchBody(`${url}/`, agent);
+        ports.add(port);
+        expect(sha(body)).toBe(sha(bytes.subarray(offset, offset + length)));
+      }
+      expect(ports.size).toBe(1); // all three on one connection
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it('cuts the connection short when the file is shorter than promised', async () => {
+    const before = await openFds();
+    let failure: Error | undefined;
+    handler = async (res, file) => {
+      await serveRange(SIZE - 1000, 2000)(res, file).catch((e: Error) => {
+        failure = e;
+      });
+    };
+    const { body, complete } = await fetchBody(`${url}/`);
+    await expectNoLeak(before);
+    expect(complete).toBe(false);
+    expect(body.length).toBe(1000);
+    expect(failure?.message).toMatch(/sendfile stopped after 1000 of 2000 bytes: EOF/);
+  });
+
+  it('stops and lets go of the socket when the client goes away', async () => {
+    const before = await openFds();
+    let failure: Error | undefined;
+    handler = async (res, file) => {
+      await serveRange(0, SIZE)(res, file).catch((e: Error) => {
+        failure = e;
+      });
+    };
+    await new Promise<void>((resolve, reject) => {
+      const req = get(`${url}/`, { agent: false }, (res) => {
+        res.once('data', () => {
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', () => {});
+      req.on('close', resolve);
+      setTimeout(() => reject(new Error('no data')), 5000);
+    });
+    await expectNoLeak(before);
+    expect(failure).toBeDefined();
+  });
+
+  it('is cancelled when the server closes a connection whose client stopped reading', async () => {
+    const before = await openFds();
+    let failure: Error | undefined;
+    let started!: () => void;
+    const serving = new Promise<void>((r) => (started = r));
+    handler = async (res, file) => {
+      started();
+      await serveRange(0, SIZE)(res, file).catch((e: Error) => {
+        failure = e;
+      });
+    };
+    const req = get(`${url}/`, { agent: false }, (res) => res.pause()); // reads nothing: the socket buffer fills
+    req.on('error', () => {});
+    await serving;
+    await new Promise((r) => setTimeout(r, 200));
+    server.closeAllConnections(); // what shutdown does after its grace period
+    await Promise.all(outcomes.splice(0));
+    expect(failure?.message).toMatch(/ECANCELED/);
+    req.destroy();
+    await expectNoLeak(before);
+  });
+
+  it('is only offered on a plain socket', () => {
+    expect(canSendfile({ socket: null } as unknown as ServerResponse)).toBe(false);
+  });
+});
