@@ -3,6 +3,7 @@ import { createApp } from './http/app.js';
 import { Authenticator } from './http/auth.js';
 import { Metrics } from './http/metrics.js';
 import { createPushApi } from './http/push-routes.js';
+import { sendfileStatus } from './http/sendfile.js';
 import { listen, type RunningServer } from './http/server.js';
 import { createLogger, type Logger } from './log.js';
 import { Maintenance } from './mirror/maintenance.js';
@@ -35,6 +36,7 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
     await mirror.close();
     throw e;
   }
+  const sendfile = sendfileStatus();
   log.info('sparse-mirror listening', {
     url: server.url,
     dataDir: config.dataDir,
@@ -42,7 +44,11 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
     upstreams: mirror.router.upstreams.map((u) => u.name),
     default: mirror.router.defaultUpstream.name,
     offline: config.offline,
+    sendfile: config.blobs.sendfile ? sendfile.available : 'off',
   });
+  if (config.blobs.sendfile && !sendfile.available) {
+    log.warn('stored blobs are served through user space (slower): sendfile is unavailable', { reason: sendfile.reason });
+  }
   const maintenance = new Maintenance(mirror, config, log);
   maintenance.start();
   let stopping: Promise<void> | undefined;

@@ -111,7 +111,7 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
         c.set('cache', b.source === 'store' ? 'hit' : 'miss');
         metrics.cache.inc({ kind: 'blob', result: c.get('cache')! });
         try {
-          return await blobResponse(c.env?.outgoing, b, extra);
+          return await blobResponse(c.env?.outgoing, b, extra, mirror.config.blobs.sendfile);
         } catch (e) {
           throw toClientError(e, 'BLOB_UNKNOWN');
         }

@@ -2,11 +2,13 @@ import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { once } from 'node:events';
+import { ReadStream } from 'node:fs';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { OciError } from '../oci/errors.js';
 import { contentRange } from '../oci/range.js';
 import type { BlobResult } from '../mirror/blobs.js';
 import type { ManifestResult } from '../mirror/manifests.js';
+import { canSendfile, sendFile } from './sendfile.js';
 
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' };
 
@@ -40,11 +42,17 @@ export function manifestResponse(m: ManifestResult, extra: Record<string, string
 }
 
 /**
- * A blob response. Under the Node server the body is piped straight into the socket (no Web
- * stream in between, and a client that goes away stops the read at once). The status line waits
+ * A blob response. Under the Node server a stored file goes out with sendfile(2) where the addon
+ * is available; any other body is piped straight into the socket (no Web stream in between, and
+ * a client that goes away stops the read at once). The status line waits
  * for the body's first bytes: a download that fails before any arrive still gets an OCI error.
  */
-export async function blobResponse(outgoing: ServerResponse | undefined, b: BlobResult, extra: Record<string, string>): Promise<Response> {
+export async function blobResponse(
+  outgoing: ServerResponse | undefined,
+  b: BlobResult,
+  extra: Record<string, string>,
+  useSendfile = true,
+): Promise<Response> {
   const headers: Record<string, string> = {
     'Content-Type': 'application/octet-stream',
     'Docker-Content-Digest': b.digest,
@@ -63,6 +71,17 @@ export async function blobResponse(outgoing: ServerResponse | undefined, b: Blob
       headers['Content-Length'] = String(b.size);
     }
   }
+  if (b.body && outgoing && useSendfile && b.body instanceof ReadStream && headers['Content-Length'] && canSendfile(outgoing)) {
+    // A stored file: the kernel copies it into the socket (see sendfile.ts).
+    const file = b.body;
+    const fd = await opened(file);
+    for (const [name, value] of Object.entries(headers)) outgoing.setHeader(name, value);
+    outgoing.writeHead(status);
+    sendFile(outgoing, fd, b.range?.start ?? 0, Number(headers['Content-Length']))
+      .catch(() => {})
+      .finally(() => file.destroy());
+    return RESPONSE_ALREADY_SENT;
+  }
   if (b.body && outgoing) {
     await firstBytes(b.body);
     // setHeader, not writeHead(status, headers): logging and metrics read the length back.
@@ -74,6 +93,20 @@ export async function blobResponse(outgoing: ServerResponse | undefined, b: Blob
     return RESPONSE_ALREADY_SENT;
   }
   return new Response(b.body ? (Readable.toWeb(b.body) as ReadableStream) : null, { status, headers });
+}
+
+/** The descriptor of a file stream once it is open; rejects (nothing sent yet) if it cannot be opened. */
+async function opened(file: ReadStream): Promise<number> {
+  const fdOf = () => (file as unknown as { fd: number | null }).fd;
+  if (typeof fdOf() !== 'number') {
+    try {
+      await once(file, 'ready');
+    } catch (e) {
+      file.destroy();
+      throw e;
+    }
+  }
+  return fdOf()!;
 }
 
 /** Resolves once the stream has data buffered (or has ended); rejects with its error. */
