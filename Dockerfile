@@ -1,11 +1,13 @@
 # syntax=docker/dockerfile:1
-# Build stage: compiles TypeScript and better-sqlite3's native addon, then drops dev dependencies.
+# Build stage: compiles TypeScript, better-sqlite3's native addon and our sendfile addon
+# (npm ci runs node-gyp for both), then drops dev dependencies.
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
-COPY package.json package-lock.json ./
+COPY package.json package-lock.json binding.gyp ./
+COPY native ./native
 RUN npm ci
 COPY tsconfig.json mirror.config.ts ./
 COPY src ./src
@@ -21,6 +23,7 @@ WORKDIR /app
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/build/Release/sendfile.node ./build/Release/sendfile.node
 # The default config and the one file it imports (loaded at start-up by jiti).
 COPY mirror.config.ts ./
 COPY src/config/define.ts ./src/config/define.ts
