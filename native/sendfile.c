@@ -4,9 +4,10 @@
 // into a JS buffer and back into the kernel, which costs several times the CPU per byte of
 // nginx or a Go registry. This addon lets the kernel move the bytes instead.
 //
-// The socket stays Node's: we dup() its descriptor and poll the duplicate for writability
-// (epoll tells a dup apart from the original, so libuv's own watcher on the socket is untouched),
-// and send only while the caller has promised not to write to the socket itself. Closing the
+// The socket stays Node's: we dup() its descriptor and poll the duplicate for writability on
+// Node's event loop (epoll tells a dup apart from the original, so libuv's own watcher on the
+// socket is untouched); each time it is writable, a threadpool task sends what fits. The caller
+// promises not to write to the socket itself meanwhile. Closing the
 // duplicate at the end (or on cancel) is what lets Node close the connection for real.
 #include <node_api.h>
 #include <uv.h>
@@ -28,18 +29,23 @@
 
 #ifdef __linux__
 
-// Bytes sent per wake-up: the event loop gets control back between slices, so one fast client
-// cannot hold it for the whole socket buffer while others wait.
-#define SLICE (256 * 1024)
+// Most bytes one threadpool task sends before the socket is polled again, so that one fast
+// client cannot keep a pool thread (shared with fs, crypto, dns) for long.
+#define SLICE (1024 * 1024)
 
 typedef struct {
   uv_poll_t poll;
+  uv_work_t work;
+  uv_loop_t* loop;
   int sock;
   int file;
   int64_t offset;
   int64_t remaining;
   int64_t sent;
-  int result; // 0 ok, a negative libuv error code otherwise
+  int slice_result; // set by the pool thread: 0 more to send later, else a negative error code
+  int working;      // a slice is in the threadpool: the descriptors must stay open
+  int cancelled;    // cancel() came while working
+  int result;       // 0 ok, a negative libuv error code otherwise
   int finishing;
   napi_env env;
   napi_ref callback;
@@ -65,6 +71,7 @@ static void on_closed(uv_handle_t* handle) {
   free(t);
 }
 
+// Main thread, never while a slice is in the pool.
 static void finish(transfer_t* t, int result) {
   if (t->finishing) return;
   t->finishing = 1;
@@ -74,14 +81,12 @@ static void finish(transfer_t* t, int result) {
   uv_close((uv_handle_t*)&t->poll, on_closed);
 }
 
-static void on_writable(uv_poll_t* poll, int status, int events) {
-  transfer_t* t = (transfer_t*)poll->data;
-  (void)events;
-  if (status < 0) {
-    finish(t, status);
-    return;
-  }
+// Pool thread: a blob not in the page cache makes sendfile wait for the disk, which must not
+// stall the event loop (nginx has `aio threads` for the same reason).
+static void send_slice(uv_work_t* req) {
+  transfer_t* t = (transfer_t*)req->data;
   int64_t budget = SLICE;
+  t->slice_result = 0;
   while (t->remaining > 0 && budget > 0) {
     size_t want = (size_t)(t->remaining < budget ? t->remaining : budget);
     off_t off = (off_t)t->offset;
@@ -92,18 +97,54 @@ static void on_writable(uv_poll_t* poll, int status, int events) {
       t->remaining -= n;
       budget -= n;
     } else if (n == 0) {
-      finish(t, UV_EOF); // the file is shorter than promised
+      t->slice_result = UV_EOF; // the file is shorter than promised
       return;
     } else if (errno == EINTR) {
       continue;
     } else if (errno == EAGAIN) {
-      return; // the socket buffer is full: wait for the next writable event
+      return; // the socket buffer is full: poll again
     } else {
-      finish(t, -errno);
+      t->slice_result = -errno;
       return;
     }
   }
-  if (t->remaining == 0) finish(t, 0);
+}
+
+static void on_writable(uv_poll_t* poll, int status, int events);
+
+static void after_slice(uv_work_t* req, int status) {
+  transfer_t* t = (transfer_t*)req->data;
+  t->working = 0;
+  if (status == UV_ECANCELED || t->cancelled) {
+    finish(t, UV_ECANCELED);
+    return;
+  }
+  if (t->slice_result < 0) {
+    finish(t, t->slice_result);
+    return;
+  }
+  if (t->remaining == 0) {
+    finish(t, 0);
+    return;
+  }
+  int rc = uv_poll_start(&t->poll, UV_WRITABLE, on_writable);
+  if (rc != 0) finish(t, rc);
+}
+
+static void on_writable(uv_poll_t* poll, int status, int events) {
+  transfer_t* t = (transfer_t*)poll->data;
+  (void)events;
+  if (status < 0) {
+    finish(t, status);
+    return;
+  }
+  uv_poll_stop(poll);
+  t->working = 1;
+  int rc = uv_queue_work(t->loop, &t->work, send_slice, after_slice);
+  if (rc != 0) {
+    t->working = 0;
+    finish(t, rc);
+  }
 }
 
 // start(socketFd, fileFd, offset, length, callback(result, sent)) -> handle for cancel()
@@ -143,6 +184,8 @@ static napi_value start(napi_env env, napi_callback_info info) {
     napi_throw_error(env, uv_err_name(-err), "sendfile: dup failed");
     return NULL;
   }
+  t->loop = loop;
+  t->work.data = t;
   t->offset = offset;
   t->remaining = length;
   t->env = env;
@@ -176,7 +219,13 @@ static napi_value cancel(napi_env env, napi_callback_info info) {
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void* data;
   CHECK(napi_get_value_external(env, argv[0], &data));
-  finish((transfer_t*)data, UV_ECANCELED);
+  transfer_t* t = (transfer_t*)data;
+  if (t->working) {
+    t->cancelled = 1; // after_slice finishes it
+    uv_cancel((uv_req_t*)&t->work);
+  } else {
+    finish(t, UV_ECANCELED);
+  }
   return NULL;
 }
 
