@@ -2,13 +2,12 @@ import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { once } from 'node:events';
-import { ReadStream } from 'node:fs';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { OciError } from '../oci/errors.js';
 import { contentRange } from '../oci/range.js';
 import type { BlobResult } from '../mirror/blobs.js';
 import type { ManifestResult } from '../mirror/manifests.js';
-import { canSendfile, sendFile } from './sendfile.js';
+import { canSendfile, sendFileRegions } from './sendfile.js';
 
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' };
 
@@ -42,10 +41,11 @@ export function manifestResponse(m: ManifestResult, extra: Record<string, string
 }
 
 /**
- * A blob response. Under the Node server a stored file goes out with sendfile(2) where the addon
- * is available; any other body is piped straight into the socket (no Web stream in between, and
- * a client that goes away stops the read at once). The status line waits
- * for the body's first bytes: a download that fails before any arrive still gets an OCI error.
+ * A blob response. Under the Node server its file regions (a stored file, or the temp file of a
+ * download in progress) go out with sendfile(2) where the addon is available; otherwise the body
+ * is piped straight into the socket (no Web stream in between, and a client that goes away stops
+ * the read at once). The status line waits for the body's first bytes: a download that fails
+ * before any arrive still gets an OCI error.
  */
 export async function blobResponse(
   outgoing: ServerResponse | undefined,
@@ -71,15 +71,20 @@ export async function blobResponse(
       headers['Content-Length'] = String(b.size);
     }
   }
-  if (b.body && outgoing && useSendfile && b.body instanceof ReadStream && headers['Content-Length'] && canSendfile(outgoing)) {
-    // A stored file: the kernel copies it into the socket (see sendfile.ts).
-    const file = b.body;
-    const fd = await opened(file);
+  if (b.body && b.regions && outgoing && useSendfile && headers['Content-Length'] && canSendfile(outgoing)) {
+    // The kernel copies the file (stored, or the temp file of a download) into the socket.
+    const body = b.body;
+    const regions = b.regions()[Symbol.asyncIterator]();
+    // As with a stream: the status line waits for the first part, so an early failure is an OCI error.
+    const first = await regions.next().catch((e: unknown) => {
+      body.destroy();
+      throw e;
+    });
     for (const [name, value] of Object.entries(headers)) outgoing.setHeader(name, value);
     outgoing.writeHead(status);
-    sendFile(outgoing, fd, b.range?.start ?? 0, Number(headers['Content-Length']))
+    sendFileRegions(outgoing, startingWith(first, regions))
       .catch(() => {})
-      .finally(() => file.destroy());
+      .finally(() => body.destroy());
     return RESPONSE_ALREADY_SENT;
   }
   if (b.body && outgoing) {
@@ -95,18 +100,13 @@ export async function blobResponse(
   return new Response(b.body ? (Readable.toWeb(b.body) as ReadableStream) : null, { status, headers });
 }
 
-/** The descriptor of a file stream once it is open; rejects (nothing sent yet) if it cannot be opened. */
-async function opened(file: ReadStream): Promise<number> {
-  const fdOf = () => (file as unknown as { fd: number | null }).fd;
-  if (typeof fdOf() !== 'number') {
-    try {
-      await once(file, 'ready');
-    } catch (e) {
-      file.destroy();
-      throw e;
-    }
+/** An iterator's items, the first of which was already taken. */
+async function* startingWith<T>(first: IteratorResult<T>, rest: AsyncIterator<T>): AsyncGenerator<T> {
+  try {
+    for (let item = first; !item.done; item = await rest.next()) yield item.value;
+  } finally {
+    await rest.return?.();
   }
-  return fdOf()!;
 }
 
 /** Resolves once the stream has data buffered (or has ended); rejects with its error. */

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { ServerResponse } from 'node:http';
 import { getSystemErrorName } from 'node:util';
+import type { FileRegion } from '../store/blob-store.js';
 
 /** The native addon built from native/sendfile.c (see there for how it shares the socket with Node). */
 interface SendfileAddon {
@@ -50,46 +51,54 @@ function socketFd(res: ServerResponse): number | undefined {
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
-/** True when `res` can take its body through sendFile(): the addon loaded and the socket is a plain one. */
+/** True when `res` can take its body through sendFileRegions(): the addon loaded and the socket is a plain one. */
 export function canSendfile(res: ServerResponse): boolean {
   return load().addon !== undefined && socketFd(res) !== undefined;
 }
 
 /**
- * Sends the headers already set on `res`, then `length` bytes of `fileFd` from `offset` straight
- * from the page cache into the socket, and ends the response. Resolves when the body is sent;
- * rejects (and destroys the connection, so the client sees a short body) if it could not be.
- * The caller keeps `fileFd` open until this settles.
+ * Sends the headers already set on `res`, then each region straight from the page cache into
+ * the socket, and ends the response. Regions may arrive slowly (a download in progress). Resolves
+ * when all are sent; rejects, and destroys the connection so the client sees a short body, if
+ * they cannot be (a region's source fails, the socket breaks, the client goes away). Each
+ * region's descriptor must stay open until the next region is asked for.
  */
-export async function sendFile(res: ServerResponse, fileFd: number, offset: number, length: number): Promise<void> {
+export async function sendFileRegions(res: ServerResponse, regions: Iterable<FileRegion> | AsyncIterable<FileRegion>): Promise<void> {
   const { addon } = load();
   if (!addon) throw new Error('sendfile is not available');
-  res.flushHeaders();
-  const socket = res.socket;
-  // The body bypasses Node's stream, so the headers must have reached the kernel first.
-  await new Promise<void>((resolve, reject) => {
-    if (!socket || socket.destroyed) return reject(new Error('the client went away'));
-    socket.write('', (e) => (e ? reject(e) : resolve()));
-  });
-  const fd = socketFd(res);
-  if (fd === undefined || res.destroyed) throw new Error('the client went away');
-  await new Promise<void>((resolve, reject) => {
+  try {
+    res.flushHeaders();
+    // The body bypasses Node's stream, so the headers must have reached the kernel first.
+    await new Promise<void>((resolve, reject) => {
+      const socket = res.socket;
+      if (!socket || socket.destroyed) return reject(new Error('the client went away'));
+      socket.write('', (e) => (e ? reject(e) : resolve()));
+    });
+    for await (const region of regions) {
+      // Looked up for each region: once Node closes the socket its descriptor may be reused.
+      const fd = res.destroyed ? undefined : socketFd(res);
+      if (fd === undefined) throw new Error('the client went away');
+      await sendRegion(addon, res, fd, region);
+    }
+    res.end();
+  } catch (e) {
+    res.destroy();
+    throw e;
+  }
+}
+
+function sendRegion(addon: SendfileAddon, res: ServerResponse, socket: number, region: FileRegion): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     let running = true;
     const onClose = () => {
       // The connection is closing (client gone, shutdown): stop, so the socket can really close.
       if (running) addon.cancel(handle);
     };
-    const handle = addon.start(fd, fileFd, offset, length, (result, sent) => {
+    const handle = addon.start(socket, region.fd, region.start, region.length, (result, sent) => {
       running = false;
       res.off('close', onClose);
-      if (result === 0) {
-        res.end();
-        resolve();
-        return;
-      }
-      const error = new Error(`sendfile stopped after ${sent} of ${length} bytes: ${getSystemErrorName(result)}`);
-      res.destroy(error);
-      reject(error);
+      if (result === 0) return resolve();
+      reject(new Error(`sendfile stopped after ${sent} of ${region.length} bytes: ${getSystemErrorName(result)}`));
     });
     res.once('close', onClose);
   });

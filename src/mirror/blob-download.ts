@@ -2,7 +2,7 @@ import { EventEmitter, once } from 'node:events';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
-import { DigestMismatchError, SizeMismatchError, type BlobStore, type BlobWriter } from '../store/blob-store.js';
+import { DigestMismatchError, SizeMismatchError, type BlobStore, type BlobWriter, type FileRegion } from '../store/blob-store.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { describeNetworkError, discard, type UpstreamClient } from '../upstream/client.js';
 import { OciError } from '../oci/errors.js';
@@ -10,6 +10,9 @@ import { OciError } from '../oci/errors.js';
 /** How many times a download cut off mid-body resumes (with a Range request) before it gives up. */
 const MAX_RESUMES = 5;
 const READ_CHUNK = 256 * 1024;
+
+/** A follower's body; `regions` is there while it reads the temp file (see follow()). */
+export type FollowStream = Readable & { regions?: () => AsyncGenerator<FileRegion> };
 
 export interface DownloadSource {
   client: UpstreamClient;
@@ -86,7 +89,8 @@ export class BlobDownload extends EventEmitter {
         }
       }
       await this.writer.commit().catch((e: Error) => {
-        throw asUpstreamFault(e, this.digest.value);
+        if (e instanceof DigestMismatchError || e instanceof SizeMismatchError) throw asUpstreamFault(e, this.digest.value);
+        throw Object.assign(e, { writeError: true }); // the flush or rename failed: the store's fault
       });
       this.onCommitted(this.written);
       this.state = 'done';
@@ -147,42 +151,57 @@ export class BlobDownload extends EventEmitter {
     }
   }
 
-  /** A stream of the blob (or a range of it) that follows the download as it proceeds. */
-  follow(range?: { start: number; end: number }): Readable {
+  /**
+   * A stream of the blob (or a range of it) that follows the download as it proceeds. Its
+   * `regions()` hand out the same bytes as parts of the temp file instead, for sendfile; a caller
+   * that takes them never reads the stream, and destroys it when done.
+   */
+  follow(range?: { start: number; end: number }): FollowStream {
     // Finished and nobody reading the temp file any more: the blob is in its final place.
     if (this.state === 'done' && !this.readHandle) return this.store.createReadStream(this.digest, range);
     this.followers++;
     const self = this;
     async function* chunks(): AsyncGenerator<Buffer> {
-      let pos = range?.start ?? 0;
       const buffer = Buffer.allocUnsafe(READ_CHUNK);
-      while (true) {
-        const end = range?.end ?? (self.size !== undefined ? self.size - 1 : Infinity);
-        if (pos > end) return;
-        if (self.state === 'failed') throw self.error ?? new Error('download failed');
-        const done = self.state === 'done';
-        if (done && pos > self.written - 1) return;
-        // Until the digest verifies, the last byte asked for is withheld (see class comment),
-        // so neither a whole body nor a range of one ever completes with unverified bytes.
-        const upTo = done ? Math.min(self.written - 1, end) : Math.min(self.written - 2, end - 1);
-        if (pos <= upTo && self.readHandle) {
-          const want = Math.min(READ_CHUNK, upTo - pos + 1);
-          const { bytesRead } = await self.readHandle.read(buffer, 0, want, pos);
-          if (bytesRead > 0) {
-            pos += bytesRead;
-            yield Buffer.from(buffer.subarray(0, bytesRead));
-            continue;
-          }
+      for await (const region of self.regions(range)) {
+        for (let pos = region.start, end = region.start + region.length; pos < end; ) {
+          const { bytesRead } = await self.readHandle!.read(buffer, 0, Math.min(READ_CHUNK, end - pos), pos);
+          if (bytesRead === 0) throw new Error(`temp file of ${self.digest.value} is shorter than written`);
+          pos += bytesRead;
+          yield Buffer.from(buffer.subarray(0, bytesRead));
         }
-        await once(self, 'change');
       }
     }
-    const stream = Readable.from(chunks(), { objectMode: false });
+    const stream = Object.assign(Readable.from(chunks(), { objectMode: false }), { regions: () => this.regions(range) });
     stream.once('close', () => {
       this.followers--;
       this.releaseHandleIfIdle();
     });
     return stream;
+  }
+
+  /**
+   * The parts of the temp file a follower may send, in order, as they arrive. Until the digest
+   * verifies, the last byte asked for is withheld (see class comment), so neither a whole body
+   * nor a range of one ever completes with unverified bytes. Only for a follower (the temp file
+   * stays open while one exists).
+   */
+  private async *regions(range?: { start: number; end: number }): AsyncGenerator<FileRegion> {
+    let pos = range?.start ?? 0;
+    while (true) {
+      const end = range?.end ?? (this.size !== undefined ? this.size - 1 : Infinity);
+      if (pos > end) return;
+      if (this.state === 'failed') throw this.error ?? new Error('download failed');
+      const done = this.state === 'done';
+      if (done && pos > this.written - 1) return;
+      const upTo = done ? Math.min(this.written - 1, end) : Math.min(this.written - 2, end - 1);
+      if (pos <= upTo && this.readHandle) {
+        yield { fd: this.readHandle.fd, start: pos, length: upTo - pos + 1 };
+        pos = upTo + 1;
+        continue;
+      }
+      await once(this, 'change');
+    }
   }
 
   private releaseHandleIfIdle(): void {

@@ -1,12 +1,13 @@
+import { ReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { ociErrors } from '../oci/errors.js';
 import { parseRange, type ByteRange } from '../oci/range.js';
-import type { BlobStore } from '../store/blob-store.js';
+import { openedFd, type BlobStore, type FileRegion } from '../store/blob-store.js';
 import type { Catalogue } from '../store/catalogue.js';
 import type { Logger } from '../log.js';
 import type { UpstreamClient } from '../upstream/client.js';
-import { BlobDownload } from './blob-download.js';
+import { BlobDownload, type FollowStream } from './blob-download.js';
 import type { Route } from './routing.js';
 import { toClientError } from './upstream-errors.js';
 
@@ -28,6 +29,11 @@ export interface BlobResult {
   range?: ByteRange;
   /** The body (the whole blob or `range`); absent for HEAD. */
   body?: Readable;
+  /**
+   * The same bytes as parts of an open file, as they become safe to send (for sendfile). A caller
+   * that takes them does not read `body`, and destroys it when done, which closes the file.
+   */
+  regions?: () => AsyncIterable<FileRegion>;
   source: 'store' | 'upstream';
 }
 
@@ -130,6 +136,18 @@ export class BlobService {
       throw ociErrors.rangeInvalid(`range ${opts.range} is outside blob ${digest.value} (${size} bytes)`, size);
     }
     const range = r.kind === 'range' ? r.range : undefined;
-    return { digest: digest.value, size, range, body: opts.wantBody ? open(range) : undefined, source };
+    if (!opts.wantBody) return { digest: digest.value, size, range, source };
+    const body = open(range);
+    return { digest: digest.value, size, range, body, regions: regionsOf(body, range?.start ?? 0, range ? range.end - range.start + 1 : size), source };
   }
+}
+
+/** A body's bytes as file regions: a stored file in one piece, a download as it grows. */
+function regionsOf(body: Readable, start: number, length: number): BlobResult['regions'] {
+  if (body instanceof ReadStream) {
+    return async function* () {
+      yield { fd: await openedFd(body), start, length };
+    };
+  }
+  return (body as FollowStream).regions;
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { createReadStream, type ReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -23,6 +24,20 @@ export class SizeMismatchError extends Error {
     super(`content is ${actual} bytes, expected ${expected}`);
     this.name = 'SizeMismatchError';
   }
+}
+
+/** Part of an open file: what sendfile(2) sends. The descriptor stays open while the region is in use. */
+export interface FileRegion {
+  fd: number;
+  start: number;
+  length: number;
+}
+
+/** A file stream's descriptor once it is open (rejects if it cannot be opened). */
+export async function openedFd(stream: ReadStream): Promise<number> {
+  const fdOf = () => (stream as unknown as { fd: number | null }).fd;
+  if (typeof fdOf() !== 'number') await once(stream, 'ready');
+  return fdOf()!;
 }
 
 /**
@@ -127,11 +142,17 @@ export class BlobStore {
   }
 }
 
+/** Bytes written between background flushes, so that the one before the rename has little left. */
+const SYNC_EVERY = 16 * 1024 * 1024;
+
 /** One blob being written: hashed as it goes, committed by an atomic rename only if it verifies. */
 export class BlobWriter {
   private readonly hasher;
   private done = false;
   written = 0;
+  private syncedUpTo = 0;
+  private syncing: Promise<void> | undefined;
+  private syncError: Error | undefined;
 
   constructor(
     readonly digest: Digest,
@@ -154,6 +175,24 @@ export class BlobWriter {
       offset += bytesWritten;
     }
     this.written += chunk.length;
+    this.syncInBackground();
+  }
+
+  /**
+   * Flushes what has been written so far while writing goes on: a client's last byte waits for
+   * the flush before the rename, and that flush then has at most SYNC_EVERY bytes left, not the
+   * whole blob (65-180 ms for 64 MiB on the benchmark machine).
+   */
+  private syncInBackground(): void {
+    if (this.syncing || this.written - this.syncedUpTo < SYNC_EVERY) return;
+    const upTo = this.written;
+    this.syncing = this.handle
+      .datasync()
+      .then(
+        () => void (this.syncedUpTo = upTo),
+        (e: Error) => void (this.syncError ??= e),
+      )
+      .finally(() => (this.syncing = undefined));
   }
 
   /** Verifies size and digest, flushes, then renames into place. Throws (and cleans up) on mismatch. */
@@ -166,12 +205,15 @@ export class BlobWriter {
       }
       const actual = `${this.digest.algorithm}:${this.hasher.digest('hex')}`;
       if (actual !== this.digest.value) throw new DigestMismatchError(this.digest.value, actual, this.written);
+      await this.syncing;
+      if (this.syncError) throw this.syncError;
       await this.handle.datasync();
       await this.handle.close();
       await mkdir(join(this.finalPath, '..'), { recursive: true });
       await rename(this.tempPath, this.finalPath);
       return this.written;
     } catch (e) {
+      await this.syncing;
       await this.handle.close().catch(() => {});
       await rm(this.tempPath, { force: true });
       throw e;
@@ -181,6 +223,7 @@ export class BlobWriter {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
+    await this.syncing;
     await this.handle.close().catch(() => {});
     await rm(this.tempPath, { force: true });
   }

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canSendfile, sendFile, sendfileStatus } from '../../src/http/sendfile.js';
+import { canSendfile, sendFileRegions, sendfileStatus } from '../../src/http/sendfile.js';
 
 const SIZE = 48 * 1024 * 1024 + 12345; // larger than any socket buffer: many writable events
 let dir: string;
@@ -58,7 +58,7 @@ function serveRange(offset: number, length: number, declared = length): Handler 
   return async (res, file) => {
     res.setHeader('Content-Length', String(declared));
     res.writeHead(offset === 0 && declared === SIZE ? 200 : 206);
-    await sendFile(res, file.fd, offset, length);
+    await sendFileRegions(res, [{ fd: file.fd, start: offset, length }]);
   };
 }
 
@@ -179,6 +179,49 @@ describe.runIf(process.platform === 'linux')('sendfile addon', () => {
     expect(failure?.message).toMatch(/ECANCELED/);
     req.destroy();
     await expectNoLeak(before);
+  });
+
+  it('sends regions as they arrive, then ends the response', async () => {
+    const parts: Array<[number, number]> = [[0, 100_000], [100_000, 5_000_000], [5_100_000, 1], [5_100_001, 20_000_000]];
+    handler = async (res, file) => {
+      res.setHeader('Content-Length', String(5_100_001 + 20_000_000));
+      res.writeHead(200);
+      await sendFileRegions(
+        res,
+        (async function* () {
+          for (const [start, length] of parts) {
+            await new Promise((r) => setTimeout(r, 30)); // a download that is still growing
+            yield { fd: file.fd, start, length };
+          }
+        })(),
+      );
+    };
+    const { body, complete } = await fetchBody(`${url}/`);
+    expect(complete).toBe(true);
+    expect(sha(body)).toBe(sha(bytes.subarray(0, 25_100_001)));
+  });
+
+  it('cuts the connection when the regions fail part-way (a download that fails)', async () => {
+    const before = await openFds();
+    let failure: Error | undefined;
+    handler = async (res, file) => {
+      res.setHeader('Content-Length', String(SIZE));
+      res.writeHead(200);
+      await sendFileRegions(
+        res,
+        (async function* () {
+          yield { fd: file.fd, start: 0, length: 1_000_000 };
+          throw new Error('upstream connection lost');
+        })(),
+      ).catch((e: Error) => {
+        failure = e;
+      });
+    };
+    const { body, complete } = await fetchBody(`${url}/`);
+    await expectNoLeak(before);
+    expect(complete).toBe(false);
+    expect(body.equals(bytes.subarray(0, 1_000_000))).toBe(true);
+    expect(failure?.message).toBe('upstream connection lost');
   });
 
   it('is only offered on a plain socket', () => {
