@@ -68,6 +68,12 @@ export class BlobDownload extends EventEmitter {
       }
       this.size = this.expectedSize ?? response.size;
       this.writer = await this.store.beginWrite(this.digest, this.size);
+      this.writer.onAppend = () => {
+        // The store cannot take more (disk full): stop reading upstream at once.
+        const failure = this.writer?.failure;
+        if (failure) this.body?.destroy(Object.assign(failure, { writeError: true }));
+        this.emit('change');
+      };
       this.readHandle = await open(this.writer.tempPath, 'r');
       this.state = 'running';
       markReady();
@@ -147,7 +153,6 @@ export class BlobDownload extends EventEmitter {
         throw Object.assign(e, { writeError: true });
       });
       this.written += chunk.length;
-      this.emit('change');
     }
   }
 
@@ -194,7 +199,9 @@ export class BlobDownload extends EventEmitter {
       if (this.state === 'failed') throw this.error ?? new Error('download failed');
       const done = this.state === 'done';
       if (done && pos > this.written - 1) return;
-      const upTo = done ? Math.min(this.written - 1, end) : Math.min(this.written - 2, end - 1);
+      // Only what has reached the temp file; before the end, less its last byte.
+      const inFile = this.writer?.inFile ?? 0;
+      const upTo = done ? Math.min(this.written - 1, end) : Math.min(inFile - 2, end - 1);
       if (pos <= upTo && this.readHandle) {
         yield { fd: this.readHandle.fd, start: pos, length: upTo - pos + 1 };
         pos = upTo + 1;

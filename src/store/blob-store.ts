@@ -144,15 +144,32 @@ export class BlobStore {
 
 /** Bytes written between background flushes, so that the one before the rename has little left. */
 const SYNC_EVERY = 16 * 1024 * 1024;
+/** Size of a writer's two buffers: one being written to the temp file, one gathering the next. */
+const WRITE_BUFFER = 256 * 1024;
 
-/** One blob being written: hashed as it goes, committed by an atomic rename only if it verifies. */
+/**
+ * One blob being written: hashed as it goes, committed by an atomic rename only if it verifies.
+ * Chunks are copied into two buffers of the writer's own: while one is being written to the temp
+ * file the other gathers what arrives, so a download is not held back by a file-system round
+ * trip per small chunk. Copying, rather than keeping the caller's chunks until written, lets them
+ * die young: kept across a write they outlive the young-generation collection and their memory
+ * comes back only at a full one (bench scenario 6 peaked at 213 MiB that way, 168 MiB before).
+ */
 export class BlobWriter {
   private readonly hasher;
   private done = false;
+  /** Bytes accepted (hashed). */
   written = 0;
+  /** Bytes in the temp file, readable there; `onAppend` runs whenever this grows (or writing fails). */
+  inFile = 0;
+  onAppend: () => void = () => {};
+  private readonly buffers: Buffer[] = [];
+  private fill: Buffer | undefined;
+  private filled = 0;
+  private writing: Promise<void> | undefined;
+  private writeError: Error | undefined;
   private syncedUpTo = 0;
   private syncing: Promise<void> | undefined;
-  private syncError: Error | undefined;
 
   constructor(
     readonly digest: Digest,
@@ -164,35 +181,95 @@ export class BlobWriter {
     this.hasher = newHasher(digest.algorithm);
   }
 
+  /**
+   * Hashes the chunk and copies it for the temp file; resolves once there is room for more.
+   * A failed file write rejects a later call, or commit().
+   */
   async write(chunk: Uint8Array): Promise<void> {
+    if (this.writeError) throw this.writeError;
     if (this.expectedSize !== undefined && this.written + chunk.length > this.expectedSize) {
       throw new SizeMismatchError(this.expectedSize, this.written + chunk.length);
     }
     this.hasher.update(chunk);
-    let offset = 0;
-    while (offset < chunk.length) {
-      const { bytesWritten } = await this.handle.write(chunk, offset, chunk.length - offset, this.written + offset);
-      offset += bytesWritten;
-    }
     this.written += chunk.length;
-    this.syncInBackground();
+    for (let offset = 0; offset < chunk.length; ) {
+      const fill = (this.fill ??= this.newBuffer()); // unset only while fewer than two exist
+      if (this.filled === fill.length) {
+        await this.writing; // both buffers busy: wait for the one being written
+        if (this.writeError) throw this.writeError;
+        this.startWrite();
+        continue;
+      }
+      const n = Math.min(chunk.length - offset, fill.length - this.filled);
+      fill.set(chunk.subarray(offset, offset + n), this.filled);
+      this.filled += n;
+      offset += n;
+    }
+    this.startWrite(); // the file is idle: write what there is now rather than wait for a full buffer
+  }
+
+  /** A second buffer, or the first: allocated on first use, small for a small blob. */
+  private newBuffer(): Buffer {
+    const b = Buffer.allocUnsafeSlow(Math.max(1, Math.min(WRITE_BUFFER, this.expectedSize ?? WRITE_BUFFER)));
+    this.buffers.push(b);
+    return b;
+  }
+
+  /** Starts writing the gathered bytes unless a write is running (it starts the next one itself). */
+  private startWrite(): void {
+    if (this.writing || this.filled === 0 || this.writeError || !this.fill) return;
+    const bytes = this.fill.subarray(0, this.filled);
+    const at = this.inFile;
+    this.fill = this.buffers.length < 2 ? undefined : this.buffers.find((b) => b !== this.fill);
+    this.filled = 0;
+    this.writing = writeAll(this.handle, bytes, at)
+      .then(
+        () => {
+          this.inFile = at + bytes.length;
+          this.syncInBackground();
+        },
+        (e: Error) => {
+          this.writeError ??= e;
+          this.filled = 0;
+        },
+      )
+      .finally(() => {
+        this.writing = undefined;
+        this.onAppend(); // the owner learns of new bytes, or of the failure, now
+        this.startWrite();
+      });
   }
 
   /**
-   * Flushes what has been written so far while writing goes on: a client's last byte waits for
+   * Flushes what is in the file so far while writing goes on: a client's last byte waits for
    * the flush before the rename, and that flush then has at most SYNC_EVERY bytes left, not the
    * whole blob (65-180 ms for 64 MiB on the benchmark machine).
    */
   private syncInBackground(): void {
-    if (this.syncing || this.written - this.syncedUpTo < SYNC_EVERY) return;
-    const upTo = this.written;
+    if (this.syncing || this.inFile - this.syncedUpTo < SYNC_EVERY) return;
+    const upTo = this.inFile;
     this.syncing = this.handle
       .datasync()
       .then(
         () => void (this.syncedUpTo = upTo),
-        (e: Error) => void (this.syncError ??= e),
+        (e: Error) => void (this.writeError ??= e),
       )
       .finally(() => (this.syncing = undefined));
+  }
+
+  /** Why writing to the temp file failed, once it has. */
+  get failure(): Error | undefined {
+    return this.writeError;
+  }
+
+  /** Writes out what is gathered and waits until no write or background flush runs (neither rejects). */
+  private async settle(): Promise<void> {
+    for (;;) {
+      this.startWrite();
+      if (this.writing) await this.writing;
+      else if (this.syncing) await this.syncing;
+      else return;
+    }
   }
 
   /** Verifies size and digest, flushes, then renames into place. Throws (and cleans up) on mismatch. */
@@ -205,17 +282,15 @@ export class BlobWriter {
       }
       const actual = `${this.digest.algorithm}:${this.hasher.digest('hex')}`;
       if (actual !== this.digest.value) throw new DigestMismatchError(this.digest.value, actual, this.written);
-      await this.syncing;
-      if (this.syncError) throw this.syncError;
+      await this.settle();
+      if (this.writeError) throw this.writeError;
       await this.handle.datasync();
       await this.handle.close();
       await mkdir(join(this.finalPath, '..'), { recursive: true });
       await rename(this.tempPath, this.finalPath);
       return this.written;
     } catch (e) {
-      await this.syncing;
-      await this.handle.close().catch(() => {});
-      await rm(this.tempPath, { force: true });
+      await this.discard();
       throw e;
     }
   }
@@ -223,9 +298,22 @@ export class BlobWriter {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    await this.syncing;
+    await this.discard();
+  }
+
+  private async discard(): Promise<void> {
+    this.filled = 0;
+    await this.settle();
     await this.handle.close().catch(() => {});
     await rm(this.tempPath, { force: true });
+  }
+}
+
+/** Writes all of `bytes` at `position`, however the file system splits the write. */
+async function writeAll(handle: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  for (let offset = 0; offset < bytes.length; ) {
+    const { bytesWritten } = await handle.write(bytes, offset, bytes.length - offset, position + offset);
+    offset += bytesWritten;
   }
 }
 
