@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -126,6 +126,33 @@ describe('BlobWriter', () => {
     expect((await store.read(d))?.equals(bytes)).toBe(true);
     expect(existsSync(w.tempPath)).toBe(false);
     expect(filesUnder(tmpRoot())).toEqual([]);
+  });
+
+  it('keeps the temp file a prefix of what was written, and says when it grows', async () => {
+    // Odd chunk sizes, some larger than the writer's buffers, some tiny.
+    const sizes = [1, 65_536, 300_000, 7, 262_144, 1_000_000, 3, 524_289];
+    const bytes = randomBytes(sizes.reduce((a, b) => a + b, 0));
+    const w = await store.beginWrite(digestFor(bytes), bytes.length);
+    const seen: number[] = [];
+    w.onAppend = () => {
+      seen.push(w.inFile);
+      // What the temp file holds is exactly the first inFile bytes written.
+      const onDisk = readFileSync(w.tempPath);
+      expect(onDisk.length).toBeGreaterThanOrEqual(w.inFile);
+      expect(onDisk.subarray(0, w.inFile).equals(bytes.subarray(0, w.inFile))).toBe(true);
+    };
+    let off = 0;
+    for (const n of sizes) {
+      await w.write(bytes.subarray(off, off + n));
+      off += n;
+      expect(w.written).toBe(off);
+      expect(w.inFile).toBeLessThanOrEqual(w.written);
+    }
+    expect(await w.commit()).toBe(bytes.length);
+    expect(seen.length).toBeGreaterThan(2);
+    expect(seen).toEqual([...seen].sort((a, b) => a - b));
+    expect(seen.at(-1)).toBe(bytes.length);
+    expect((await store.read(digestFor(bytes)))?.equals(bytes)).toBe(true);
   });
 
   it('works without an expected size', async () => {
