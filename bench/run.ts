@@ -148,7 +148,7 @@ async function render(results: ScenarioResult[], info: SysInfo, settings: Return
     `| Load average at start (1/5/15 min) | ${info.loadAtStart} |`,
     `| sparse-mirror | ${info.build} |`,
     '',
-    `The machine was shared: other test suites were running at the same time (load average ${info.loadAtStart} on ${info.cores} cores at the start; the 1-minute load at the start of each scenario is in its heading). Rounds alternate between the systems under test so that noise hits all of them alike, and medians are reported, but single figures move by ±20% from run to run.`,
+    `Load average at the start: ${info.loadAtStart} on ${info.cores} cores (the 1-minute load at the start of each scenario is in its heading); this is a virtual machine on a shared host, so figures also move with its neighbours. Rounds alternate between the systems under test so that noise hits all of them alike, and medians are reported, but single figures move by ±20% from run to run.`,
     '',
     '## Summary',
     '',
