@@ -47,7 +47,7 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
     sendfile: config.blobs.sendfile ? sendfile.available : 'off',
   });
   if (config.blobs.sendfile && !sendfile.available) {
-    log.warn('stored blobs are served through user space (slower): sendfile is unavailable', { reason: sendfile.reason });
+    log.warn('blobs are served through user space (slower): sendfile is unavailable', { reason: sendfile.reason });
   }
   const maintenance = new Maintenance(mirror, config, log);
   maintenance.start();

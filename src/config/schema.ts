@@ -85,7 +85,7 @@ export const configSchema = z
       .object({
         /** Fetch a blob only when a stored manifest of the same repository references it. */
         requireReference: z.boolean().default(true),
-        /** Send stored blobs with sendfile(2) (the native addon) instead of through user space. */
+        /** Send blob bodies (stored ones, and downloads being followed) with sendfile(2), the native addon, instead of through user space. */
         sendfile: z.boolean().default(true),
       })
       .prefault({}),
