@@ -51,7 +51,7 @@ function socketFd(res: ServerResponse): number | undefined {
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
-/** True when `res` can take its body through sendFileRegions(): the addon loaded and the socket is a plain one. */
+/** True when `res` can take its body through sendFileRegions(): the addon loaded, and `res` has its socket, a plain one. */
 export function canSendfile(res: ServerResponse): boolean {
   return load().addon !== undefined && socketFd(res) !== undefined;
 }
@@ -66,6 +66,9 @@ export function canSendfile(res: ServerResponse): boolean {
 export async function sendFileRegions(res: ServerResponse, regions: Iterable<FileRegion> | AsyncIterable<FileRegion>): Promise<void> {
   const { addon } = load();
   if (!addon) throw new Error('sendfile is not available');
+  // A pipelined request's response waits for the one before it to finish before Node gives it
+  // the socket; until then its body must go through Node (canSendfile() says no).
+  if (!res.socket) throw new Error('the response has no socket yet (a pipelined request): check canSendfile() first');
   try {
     res.flushHeaders();
     // The body bypasses Node's stream, so the headers must have reached the kernel first.

@@ -2,8 +2,10 @@
 // bodies, every kind of Range, HEAD, several requests on one keep-alive connection, a pull with
 // skopeo. Both ways must give the same bytes and headers as upstream.
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { Agent, get, type IncomingHttpHeaders } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -129,6 +131,29 @@ for (const sendfile of [true, false]) {
       } finally {
         agent.destroy();
       }
+    });
+
+    it('answers pipelined requests in order (two GETs sent at once on one connection)', async () => {
+      const { port, pathname } = new URL(blobUrl);
+      const socket = connect(Number(port), '127.0.0.1');
+      const received: Buffer[] = [];
+      socket.on('data', (c: Buffer) => received.push(c));
+      await once(socket, 'connect');
+      socket.write(`GET ${pathname} HTTP/1.1\r\nHost: m\r\n\r\nGET ${pathname} HTTP/1.1\r\nHost: m\r\nRange: bytes=7-99\r\nConnection: close\r\n\r\n`);
+      await once(socket, 'close');
+      const all = Buffer.concat(received);
+      const bodies: Buffer[] = [];
+      let at = 0;
+      for (let i = 0; i < 2; i++) {
+        const headEnd = all.indexOf('\r\n\r\n', at);
+        const length = /content-length: (\d+)/i.exec(all.subarray(at, Math.max(at, headEnd)).toString('latin1'))?.[1];
+        expect(length, `response ${i + 1}`).toBeDefined();
+        bodies.push(all.subarray(headEnd + 4, headEnd + 4 + Number(length)));
+        at = headEnd + 4 + Number(length);
+      }
+      expect(at).toBe(all.length);
+      expect(bodies[0]!.equals(layer.bytes)).toBe(true);
+      expect(bodies[1]!.equals(layer.bytes.subarray(7, 100))).toBe(true);
     });
 
     it('serves 8 clients at once, each the right bytes', async () => {

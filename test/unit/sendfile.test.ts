@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, open, readdir, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { Agent, createServer, get, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -75,6 +75,29 @@ function fetchBody(target: string, agent?: Agent): Promise<{ res: IncomingMessag
   });
 }
 
+/** Sends `count` GETs on one connection at once (HTTP pipelining) and returns the bodies in order. */
+async function pipelinedGets(count: number): Promise<Buffer[]> {
+  const socket = connect(new URL(url).port ? Number(new URL(url).port) : 80, '127.0.0.1');
+  const received: Buffer[] = [];
+  socket.on('data', (c: Buffer) => received.push(c));
+  await once(socket, 'connect');
+  const request = (last: boolean) => `GET / HTTP/1.1\r\nHost: x\r\n${last ? 'Connection: close\r\n' : ''}\r\n`;
+  socket.write(Array.from({ length: count }, (_, i) => request(i === count - 1)).join(''));
+  await once(socket, 'close');
+  const all = Buffer.concat(received);
+  const bodies: Buffer[] = [];
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    const headEnd = all.indexOf('\r\n\r\n', at);
+    const match = /content-length: (\d+)/i.exec(all.subarray(at, Math.max(at, headEnd)).toString('latin1'));
+    if (headEnd < 0 || !match) throw new Error(`response ${i + 1} of ${count} is missing (${all.length} bytes in all)`);
+    bodies.push(all.subarray(headEnd + 4, headEnd + 4 + Number(match[1])));
+    at = headEnd + 4 + Number(match[1]);
+  }
+  expect(at).toBe(all.length);
+  return bodies;
+}
+
 /** Descriptors return to where they were once the server has let go (the addon's dups included). */
 async function expectNoLeak(before: number): Promise<void> {
   await Promise.all(outcomes.splice(0));
@@ -119,6 +142,23 @@ describe.runIf(process.platform === 'linux')('sendfile addon', () => {
     } finally {
       agent.destroy();
     }
+  });
+
+  it('is not offered to a pipelined response before its turn (the one before still sending)', async () => {
+    const offered: boolean[] = [];
+    let n = 0;
+    handler = async (res, file) => {
+      offered.push(canSendfile(res));
+      const first = n++ === 0;
+      res.setHeader('Content-Length', String(first ? 3_000_000 : 20));
+      res.writeHead(first ? 200 : 206);
+      if (canSendfile(res)) await sendFileRegions(res, [{ fd: file.fd, start: 0, length: 3_000_000 }]);
+      else res.end(bytes.subarray(10, 30)); // what blobResponse does then: Node's own stream
+    };
+    const parts = await pipelinedGets(2);
+    expect(offered).toEqual([true, false]);
+    expect(parts[0]!.equals(bytes.subarray(0, 3_000_000))).toBe(true);
+    expect(parts[1]!.equals(bytes.subarray(10, 30))).toBe(true);
   });
 
   it('cuts the connection short when the file is shorter than promised', async () => {
