@@ -57,8 +57,9 @@ export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (
   };
   const blobs = new Map<string, number>();
   // Blobs stored from now on were fetched by this prefetch (an image config is fetched while
-  // its manifest is checked), not found present.
-  const started = Date.now();
+  // its manifest is checked), not found present. Timestamps are in milliseconds: starting on a
+  // fresh one keeps a blob the previous image stored a moment ago from counting as fetched.
+  const started = await nextMillisecond();
 
   const walk = async (ref: string, top: boolean): Promise<void> => {
     const m = await mirror.manifests.get(route, ref, true);
@@ -128,4 +129,11 @@ export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (
   };
   await Promise.all(Array.from({ length: BLOB_CONCURRENCY }, worker));
   return result;
+}
+
+/** Date.now() once it has moved past the millisecond this was called in. */
+async function nextMillisecond(): Promise<number> {
+  const now = Date.now();
+  while (Date.now() === now) await new Promise((resolve) => setTimeout(resolve, 1));
+  return Date.now();
 }
