@@ -80,8 +80,7 @@ export async function blobResponse(
       body.destroy();
       throw e;
     });
-    for (const [name, value] of Object.entries(headers)) outgoing.setHeader(name, value);
-    outgoing.writeHead(status);
+    writeHead(outgoing, status, headers);
     sendFileRegions(outgoing, startingWith(first, regions))
       .catch(() => {})
       .finally(() => body.destroy());
@@ -89,15 +88,19 @@ export async function blobResponse(
   }
   if (b.body && outgoing) {
     await firstBytes(b.body);
-    // setHeader, not writeHead(status, headers): logging and metrics read the length back.
-    for (const [name, value] of Object.entries(headers)) outgoing.setHeader(name, value);
-    outgoing.writeHead(status);
+    writeHead(outgoing, status, headers);
     // Errors from here on are a broken client or a failed upstream mid-stream: the socket is
     // closed short of Content-Length, which is how a client learns the body is incomplete.
     pipeline(b.body, outgoing).catch(() => outgoing.destroy());
     return RESPONSE_ALREADY_SENT;
   }
   return new Response(b.body ? (Readable.toWeb(b.body) as ReadableStream) : null, { status, headers });
+}
+
+/** setHeader, not writeHead(status, headers): logging and metrics read the length back. */
+function writeHead(outgoing: ServerResponse, status: number, headers: Record<string, string>): void {
+  for (const [name, value] of Object.entries(headers)) outgoing.setHeader(name, value);
+  outgoing.writeHead(status);
 }
 
 /** An iterator's items, the first of which was already taken. */
