@@ -8,6 +8,7 @@ import { lsCommand } from './commands/ls.js';
 import { prefetchCommand } from './commands/prefetch.js';
 import { serveCommand } from './commands/serve.js';
 import { verifyCommand } from './commands/verify.js';
+import { tuneGarbageCollection } from './gc-tuning.js';
 
 const COMMANDS: Command[] = [serveCommand, prefetchCommand, lsCommand, gcCommand, verifyCommand, exportCommand, importCommand];
 
@@ -51,6 +52,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+tuneGarbageCollection();
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

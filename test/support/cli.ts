@@ -83,13 +83,13 @@ export interface ServeProcess {
 }
 
 /** Spawns `node cli.js serve` and waits until it logs that it is listening (or fails). */
-export async function spawnServe(build: CliBuild, opts: RunOptions & { port: number }): Promise<ServeProcess> {
+export async function spawnServe(build: CliBuild, opts: RunOptions & { port: number; nodeArgs?: string[] }): Promise<ServeProcess> {
   const env = cliEnv({
     ...(opts.config ? { MIRROR_CONFIG: opts.config } : {}),
     MIRROR_PORT: String(opts.port),
     ...opts.env,
   });
-  const child = spawn(process.execPath, [build.cli, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), build.cli, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   onProcessExit(() => child.kill('SIGKILL'));
   let out = '';
   let err = '';
