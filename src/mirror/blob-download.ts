@@ -1,6 +1,6 @@
 import { EventEmitter, once } from 'node:events';
 import { open, type FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { Readable, finished } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { DigestMismatchError, SizeMismatchError, type BlobStore, type BlobWriter, type FileRegion } from '../store/blob-store.js';
 import { UpstreamError } from '../upstream/errors.js';
@@ -29,6 +29,11 @@ export class BlobDownload extends EventEmitter {
   written = 0;
   size: number | undefined;
   state: 'starting' | 'running' | 'done' | 'failed' = 'starting';
+  /**
+   * The bytes have verified and are all in the temp file: followers may finish now, before the
+   * flush, rename and record (the commit can still fail after this; the bytes they got are right).
+   */
+  verified = false;
   error: Error | undefined;
   /** Settles once upstream has answered (size known) or failed, so a client can still get a clean error. */
   readonly ready: Promise<void>;
@@ -45,7 +50,7 @@ export class BlobDownload extends EventEmitter {
     private readonly store: BlobStore,
     private readonly source: DownloadSource,
     private readonly expectedSize: number | undefined,
-    /** Runs once the blob is in its final place, before any follower sees the end (records it). */
+    /** Runs once the blob is in its final place (records it); followers may have finished already. */
     private readonly onCommitted: (size: number) => void = () => {},
   ) {
     super();
@@ -68,6 +73,10 @@ export class BlobDownload extends EventEmitter {
       }
       this.size = this.expectedSize ?? response.size;
       this.writer = await this.store.beginWrite(this.digest, this.size);
+      this.writer.onVerified = () => {
+        this.verified = true;
+        this.emit('change');
+      };
       this.writer.onAppend = () => {
         // The store cannot take more (disk full): stop reading upstream at once.
         const failure = this.writer?.failure;
@@ -138,23 +147,48 @@ export class BlobDownload extends EventEmitter {
     this.body?.on('error', () => {}).destroy(this.aborted);
   }
 
-  private async copy(body: AsyncIterable<Buffer>, skip: number): Promise<void> {
-    if (skip < 0) throw new UpstreamError('bad_response', 'upstream resumed at an offset past what was asked');
-    for await (const raw of body) {
-      let chunk = raw;
-      if (skip > 0) {
-        const drop = Math.min(skip, chunk.length);
-        chunk = chunk.subarray(drop);
-        skip -= drop;
-        if (chunk.length === 0) continue;
-      }
-      await this.writer!.write(chunk).catch((e: Error) => {
-        if (e instanceof SizeMismatchError) throw asUpstreamFault(e, this.digest.value);
-        throw Object.assign(e, { writeError: true });
-      });
-      this.written += chunk.length;
-    }
+  /**
+   * Feeds the body to the writer until it ends. Chunks are taken as 'data' events and the body is
+   * paused only while the writer has no room: cheaper per chunk than an async iterator, which
+   * joins buffered chunks into new ones.
+   */
+  private copy(body: Readable, skip: number): Promise<void> {
+    if (skip < 0) return Promise.reject(new UpstreamError('bad_response', 'upstream resumed at an offset past what was asked'));
+    const writer = this.writer!;
+    return new Promise<void>((resolve, reject) => {
+      let failure: Error | undefined;
+      const fail = (e: Error): void => {
+        if (failure) return;
+        failure = e;
+        body.off('data', onData);
+        body.destroy();
+        reject(e);
+      };
+      const writeFailed = (e: Error): void =>
+        fail(e instanceof SizeMismatchError ? asUpstreamFault(e, this.digest.value) : Object.assign(e, { writeError: true }));
+      const onData = (raw: Buffer): void => {
+        let chunk = raw;
+        if (skip > 0) {
+          const drop = Math.min(skip, chunk.length);
+          chunk = chunk.subarray(drop);
+          skip -= drop;
+          if (chunk.length === 0) return;
+        }
+        const written = writer.write(chunk);
+        this.written += chunk.length;
+        if (writer.blocked) {
+          body.pause();
+          written.then(() => failure || body.resume(), writeFailed);
+        } else {
+          written.catch(writeFailed);
+        }
+      };
+      body.on('data', onData);
+      // finished() also settles for a body that ended or failed before these listeners existed.
+      finished(body, (e) => (e ? fail(e) : failure || resolve()));
+    });
   }
+
 
   /**
    * A stream of the blob (or a range of it) that follows the download as it proceeds. Its
@@ -188,7 +222,8 @@ export class BlobDownload extends EventEmitter {
   /**
    * The parts of the temp file a follower may send, in order, as they arrive. Until the digest
    * verifies, the last byte asked for is withheld (see class comment), so neither a whole body
-   * nor a range of one ever completes with unverified bytes. Only for a follower (the temp file
+   * nor a range of one ever completes with unverified bytes. It is released as soon as they
+   * verify, without waiting for the flush and rename: those are the store's business. Only for a follower (the temp file
    * stays open while one exists).
    */
   private async *regions(range?: { start: number; end: number }): AsyncGenerator<FileRegion> {
@@ -196,12 +231,13 @@ export class BlobDownload extends EventEmitter {
     while (true) {
       const end = range?.end ?? (this.size !== undefined ? this.size - 1 : Infinity);
       if (pos > end) return;
-      if (this.state === 'failed') throw this.error ?? new Error('download failed');
-      const done = this.state === 'done';
-      if (done && pos > this.written - 1) return;
+      // Once verified, the temp file (still open here) is served whole whatever the commit does.
+      const complete = this.verified;
+      if (this.state === 'failed' && !complete) throw this.error ?? new Error('download failed');
+      if (complete && pos > this.written - 1) return;
       // Only what has reached the temp file; before the end, less its last byte.
       const inFile = this.writer?.inFile ?? 0;
-      const upTo = done ? Math.min(this.written - 1, end) : Math.min(inFile - 2, end - 1);
+      const upTo = complete ? Math.min(this.written - 1, end) : Math.min(inFile - 2, end - 1);
       if (pos <= upTo && this.readHandle) {
         yield { fd: this.readHandle.fd, start: pos, length: upTo - pos + 1 };
         pos = upTo + 1;

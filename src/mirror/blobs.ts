@@ -35,6 +35,11 @@ export interface BlobResult {
    */
   regions?: () => AsyncIterable<FileRegion>;
   source: 'store' | 'upstream';
+  /**
+   * Settles once a blob fetched for this request is stored and recorded, or rejects if it could
+   * not be. A body can end before that: its bytes verify first, the flush and rename follow.
+   */
+  stored?: Promise<void>;
 }
 
 /**
@@ -120,7 +125,9 @@ export class BlobService {
   private async followDownload(download: BlobDownload, opts: { wantBody: boolean; range?: string }): Promise<BlobResult> {
     await download.ready;
     if (download.state === 'failed') throw toClientError(download.error, 'BLOB_UNKNOWN');
-    return this.respond(download.digest, download.size, opts, 'upstream', (range) => download.follow(range));
+    // Verified already (being flushed and renamed): served from the mirror's copy, not from upstream.
+    const source = download.verified ? 'store' : 'upstream';
+    return { ...this.respond(download.digest, download.size, opts, source, (range) => download.follow(range)), stored: download.finished };
   }
 
   private respond(

@@ -120,6 +120,7 @@ export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (
           progress.fetched += (chunk as Buffer).length;
           onProgress?.(progress);
         }
+        await b.stored; // the body ends once verified; the blob is recorded a moment later
         result.bytesFetched += size;
       }
       result.blobs++;

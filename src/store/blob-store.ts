@@ -163,6 +163,13 @@ export class BlobWriter {
   /** Bytes in the temp file, readable there; `onAppend` runs whenever this grows (or writing fails). */
   inFile = 0;
   onAppend: () => void = () => {};
+  /**
+   * True while a write() waits for room (both buffers busy). A caller that pushes chunks without
+   * awaiting each write pauses its source while this is set, until that write resolves.
+   */
+  blocked = false;
+  /** Runs once the content has verified and is all in the temp file, before the flush and rename. */
+  onVerified: () => void = () => {};
   private readonly buffers: Buffer[] = [];
   private fill: Buffer | undefined;
   private filled = 0;
@@ -195,7 +202,9 @@ export class BlobWriter {
     for (let offset = 0; offset < chunk.length; ) {
       const fill = (this.fill ??= this.newBuffer()); // unset only while fewer than two exist
       if (this.filled === fill.length) {
+        this.blocked = true;
         await this.writing; // both buffers busy: wait for the one being written
+        this.blocked = false;
         if (this.writeError) throw this.writeError;
         this.startWrite();
         continue;
@@ -262,17 +271,23 @@ export class BlobWriter {
     return this.writeError;
   }
 
-  /** Writes out what is gathered and waits until no write or background flush runs (neither rejects). */
-  private async settle(): Promise<void> {
+  /**
+   * Writes out what is gathered and waits until no write runs, nor (with `flushes`) a background
+   * flush. Neither rejects.
+   */
+  private async settle(flushes = true): Promise<void> {
     for (;;) {
       this.startWrite();
       if (this.writing) await this.writing;
-      else if (this.syncing) await this.syncing;
+      else if (flushes && this.syncing) await this.syncing;
       else return;
     }
   }
 
-  /** Verifies size and digest, flushes, then renames into place. Throws (and cleans up) on mismatch. */
+  /**
+   * Verifies size and digest, flushes, then renames into place. Throws (and cleans up) on
+   * mismatch. `onVerified` runs between the verification and the flush.
+   */
   async commit(): Promise<number> {
     if (this.done) throw new Error('blob writer already finished');
     this.done = true;
@@ -282,6 +297,9 @@ export class BlobWriter {
       }
       const actual = `${this.digest.algorithm}:${this.hasher.digest('hex')}`;
       if (actual !== this.digest.value) throw new DigestMismatchError(this.digest.value, actual, this.written);
+      await this.settle(false);
+      if (this.writeError) throw this.writeError;
+      this.onVerified(); // all in the temp file: readers may have the end without awaiting a flush
       await this.settle();
       if (this.writeError) throw this.writeError;
       await this.handle.datasync();

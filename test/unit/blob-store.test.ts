@@ -155,6 +155,48 @@ describe('BlobWriter', () => {
     expect((await store.read(digestFor(bytes)))?.equals(bytes)).toBe(true);
   });
 
+  it('says when the content has verified and is all in the temp file, before the rename', async () => {
+    const bytes = randomBytes(700_000);
+    const d = digestFor(bytes);
+    const w = await store.beginWrite(d, bytes.length);
+    let seen: { inFile: number; tempBytes: Buffer; stored: boolean } | undefined;
+    w.onVerified = () => {
+      seen = { inFile: w.inFile, tempBytes: readFileSync(w.tempPath), stored: existsSync(store.pathOf(d)) };
+    };
+    for (let off = 0; off < bytes.length; off += 100_000) await w.write(bytes.subarray(off, off + 100_000));
+    expect(seen).toBeUndefined(); // not before commit
+    await w.commit();
+    expect(seen?.inFile).toBe(bytes.length);
+    expect(seen?.tempBytes.equals(bytes)).toBe(true);
+    expect(seen?.stored).toBe(false);
+    expect(existsSync(store.pathOf(d))).toBe(true);
+  });
+
+  it('never says so for content that does not verify', async () => {
+    const bytes = randomBytes(1000);
+    const w = await store.beginWrite(digestFor(randomBytes(1000)), bytes.length);
+    let called = false;
+    w.onVerified = () => (called = true);
+    await w.write(bytes);
+    await expect(w.commit()).rejects.toBeInstanceOf(DigestMismatchError);
+    expect(called).toBe(false);
+  });
+
+  it('is blocked exactly while a write waits for room in its two buffers', async () => {
+    const bytes = randomBytes(3 * 1024 * 1024);
+    const w = await store.beginWrite(digestFor(bytes), bytes.length);
+    expect(w.blocked).toBe(false);
+    const small = w.write(bytes.subarray(0, 1000)); // fits: done at once
+    expect(w.blocked).toBe(false);
+    await small;
+    const big = w.write(bytes.subarray(1000)); // far more than two buffers hold
+    expect(w.blocked).toBe(true);
+    await big;
+    expect(w.blocked).toBe(false);
+    await w.commit();
+    expect((await store.read(digestFor(bytes)))?.equals(bytes)).toBe(true);
+  });
+
   it('works without an expected size', async () => {
     const bytes = randomBytes(1000);
     const d = digestFor(bytes);

@@ -1,0 +1,157 @@
+// BlobDownload against a real BlobStore and an in-process upstream body: the order in which a
+// follower gets the end of a blob, the writer verifies, and the store flushes, renames and
+// records it. (Cut, wrong and slow upstreams against a real mirror: test/reliability/.)
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BlobDownload } from '../../src/mirror/blob-download.js';
+import { parseDigest, type Digest } from '../../src/oci/digest.js';
+import { BlobStore, type BlobWriter } from '../../src/store/blob-store.js';
+import type { UpstreamClient } from '../../src/upstream/client.js';
+
+function digestFor(bytes: Uint8Array): Digest {
+  const r = parseDigest(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
+  if (!r.ok) throw new Error(r.reason);
+  return r.digest;
+}
+
+/** An upstream that sends `bytes` in 64 KiB chunks, as a socket would. */
+function upstreamOf(bytes: Buffer): { client: UpstreamClient; repo: string; bodies: Readable[] } {
+  const bodies: Readable[] = [];
+  const client = {
+    async blob(_repo: string, _digest: string, offset = 0) {
+      const chunks: Buffer[] = [];
+      for (let at = offset; at < bytes.length; at += 65_536) chunks.push(bytes.subarray(at, Math.min(at + 65_536, bytes.length)));
+      const body = Readable.from(chunks, { objectMode: false });
+      bodies.push(body);
+      return { body, offset, size: bytes.length - offset };
+    },
+  } as unknown as UpstreamClient;
+  return { client, repo: 'test/repo', bodies };
+}
+
+/** A store whose writers' final flush (datasync) waits for `flush()`: a slow or failing disk. */
+class HeldFlushStore extends BlobStore {
+  flush: () => Promise<void> = async () => {};
+  override async beginWrite(d: Digest, expectedSize?: number): Promise<BlobWriter> {
+    const w = await super.beginWrite(d, expectedSize);
+    const handle = (w as unknown as { handle: FileHandle }).handle;
+    const real = handle.datasync.bind(handle);
+    handle.datasync = async () => {
+      await this.flush();
+      return real();
+    };
+    return w;
+  }
+}
+
+async function readAll(s: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+let root: string;
+let store: HeldFlushStore;
+
+beforeEach(async () => {
+  root = mkdtempSync(join(tmpdir(), 'sparse-mirror-download-'));
+  store = new HeldFlushStore(root);
+  await store.init();
+});
+
+afterEach(() => {
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe('BlobDownload', () => {
+  it('streams a blob into the store and to a follower, pausing upstream while the writer is full', async () => {
+    const bytes = randomBytes(4 * 1024 * 1024 + 123);
+    const d = digestFor(bytes);
+    const upstream = upstreamOf(bytes);
+    const committed: number[] = [];
+    const download = new BlobDownload(d, store, upstream, bytes.length, (size) => committed.push(size));
+    await download.ready;
+    let pauses = 0;
+    const pause = upstream.bodies[0]!.pause.bind(upstream.bodies[0]!);
+    upstream.bodies[0]!.pause = () => (pauses++, pause());
+    const got = await readAll(download.follow());
+    await download.finished;
+    expect(got.equals(bytes)).toBe(true);
+    expect(committed).toEqual([bytes.length]);
+    expect((await store.read(d))?.equals(bytes)).toBe(true);
+    // Chunks arrive far faster than the file takes them: the body had to wait for the writer.
+    expect(pauses).toBeGreaterThan(0);
+  });
+
+  it('stores an empty blob whose body has ended before anyone listens', async () => {
+    const bytes = Buffer.alloc(0);
+    const d = digestFor(bytes);
+    const download = new BlobDownload(d, store, upstreamOf(bytes), 0);
+    await download.finished;
+    expect(download.state).toBe('done');
+    expect((await store.read(d))?.length).toBe(0);
+  });
+
+  it("gives a follower the whole body once it verifies, before the store's flush and rename finish", async () => {
+    const bytes = randomBytes(1024 * 1024);
+    const d = digestFor(bytes);
+    let release!: () => void;
+    store.flush = () => new Promise<void>((r) => (release = r));
+    const committed: number[] = [];
+    const download = new BlobDownload(d, store, upstreamOf(bytes), bytes.length, (size) => committed.push(size));
+    await download.ready;
+    const got = await readAll(download.follow());
+    expect(got.equals(bytes)).toBe(true);
+    // The follower is done; the blob is not yet in place nor recorded.
+    expect(download.state).toBe('running');
+    expect(committed).toEqual([]);
+    expect(existsSync(store.pathOf(d))).toBe(false);
+    // A client arriving meanwhile is served the verified copy whole, too.
+    const late = await readAll(download.follow());
+    expect(late.equals(bytes)).toBe(true);
+    release();
+    await download.finished;
+    expect(committed).toEqual([bytes.length]);
+    expect((await store.read(d))?.equals(bytes)).toBe(true);
+  });
+
+  it('still ends a verified body correctly when the flush then fails, and keeps nothing', async () => {
+    const bytes = randomBytes(512 * 1024);
+    const d = digestFor(bytes);
+    store.flush = async () => {
+      throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+    };
+    const committed: number[] = [];
+    const download = new BlobDownload(d, store, upstreamOf(bytes), bytes.length, (size) => committed.push(size));
+    await download.ready;
+    const follower = download.follow();
+    const [got, outcome] = await Promise.all([readAll(follower), download.finished.then(() => 'stored', (e: Error) => e.message)]);
+    expect(got.equals(bytes)).toBe(true);
+    expect(outcome).toMatch(/could not store blob .* \(EIO\); nothing was kept/);
+    expect(download.state).toBe('failed');
+    expect(committed).toEqual([]);
+    expect(existsSync(store.pathOf(d))).toBe(false);
+  });
+
+  it('withholds the last byte of content that does not verify, and fails its followers', async () => {
+    const bytes = randomBytes(300_000);
+    const wrong = Buffer.from(bytes);
+    wrong[wrong.length - 1] ^= 0xff;
+    const d = digestFor(bytes);
+    const download = new BlobDownload(d, store, upstreamOf(wrong), bytes.length);
+    await download.ready;
+    const received: Buffer[] = [];
+    const follower = download.follow();
+    follower.on('data', (c: Buffer) => received.push(c));
+    const failure = await new Promise<Error>((resolve) => follower.on('error', resolve));
+    expect(failure.message).toMatch(/wrong content/);
+    expect(Buffer.concat(received).length).toBeLessThan(bytes.length);
+    await expect(download.finished).rejects.toThrow(/wrong content/);
+    expect(existsSync(store.pathOf(d))).toBe(false);
+  });
+});
