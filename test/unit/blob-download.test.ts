@@ -141,7 +141,7 @@ describe('BlobDownload', () => {
   it('withholds the last byte of content that does not verify, and fails its followers', async () => {
     const bytes = randomBytes(300_000);
     const wrong = Buffer.from(bytes);
-    wrong[wrong.length - 1] ^= 0xff;
+    wrong[wrong.length - 1] = wrong[wrong.length - 1]! ^ 0xff;
     const d = digestFor(bytes);
     const download = new BlobDownload(d, store, upstreamOf(wrong), bytes.length);
     await download.ready;
