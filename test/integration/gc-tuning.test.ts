@@ -1,7 +1,8 @@
 // The CLI turns V8's incremental marking off (src/gc-tuning.ts), because streaming blobs made it
 // run full mark-compacts back to back. Checked where it matters: a spawned `serve` streaming
-// 256 MiB of cold blobs runs no incrementally marked mark-compact, while the same mirror started
-// with `node --incremental-marking` (which the CLI leaves alone) runs some.
+// 256 MiB of blobs three times (cold, then from its store) runs no incrementally marked
+// mark-compact, while the same mirror started with `node --incremental-marking` (which the CLI
+// leaves alone) runs some.
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -49,7 +50,7 @@ describe('garbage collection while streaming cold blobs (spawned serve)', () => 
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  /** Mark-compacts that finished incremental marking while a fresh mirror streamed every layer once. */
+  /** Mark-compacts that finished incremental marking while a fresh mirror streamed every layer three times (cold, then stored). */
   async function incrementalMarkCompacts(name: string, nodeArgs: string[]): Promise<number> {
     const config = await writeConfigFile(join(work, `${name}.config.mjs`), {
       dataDir: join(work, name),
@@ -61,7 +62,7 @@ describe('garbage collection while streaming cold blobs (spawned serve)', () => 
       const m = await fetch(`${serve.url}/v2/gc/big/manifests/${manifestDigest}`, { headers: { accept: MEDIA_TYPES.oci.manifest } });
       expect(m.status).toBe(200);
       await m.arrayBuffer();
-      for (const l of layers) {
+      for (const l of [...layers, ...layers, ...layers]) {
         const res = await fetch(`${serve.url}/v2/gc/big/blobs/${l.digest}`);
         expect(res.status).toBe(200);
         const hash = createHash('sha256');
