@@ -16,8 +16,7 @@ import { setFlagsFromString } from 'node:v8';
  * V8 reads the flag each time it would start marking, so setting it at start-up, before any
  * marking has begun, is safe.
  */
-export function tuneGarbageCollection(execArgv: readonly string[] = process.execArgv): boolean {
-  if (execArgv.some((a) => /^--(no-)?incremental[-_]marking$/.test(a))) return false;
+export function tuneGarbageCollection(execArgv: readonly string[] = process.execArgv): void {
+  if (execArgv.some((a) => /^--(no-)?incremental[-_]marking$/.test(a))) return;
   setFlagsFromString('--no-incremental-marking');
-  return true;
 }

@@ -178,17 +178,18 @@ export class BlobDownload extends EventEmitter {
         this.written += chunk.length;
         if (writer.blocked) {
           body.pause();
-          written.then(() => failure || body.resume(), writeFailed);
+          last = written.then(() => void (failure || body.resume()), writeFailed);
         } else {
           written.catch(writeFailed);
         }
       };
+      // The write of the last chunk may still be waiting for room when the body ends.
+      let last: Promise<void> = Promise.resolve();
       body.on('data', onData);
       // finished() also settles for a body that ended or failed before these listeners existed.
-      finished(body, (e) => (e ? fail(e) : failure || resolve()));
+      finished(body, (e) => (e ? fail(e) : void last.then(() => failure || resolve())));
     });
   }
-
 
   /**
    * A stream of the blob (or a range of it) that follows the download as it proceeds. Its
@@ -223,8 +224,8 @@ export class BlobDownload extends EventEmitter {
    * The parts of the temp file a follower may send, in order, as they arrive. Until the digest
    * verifies, the last byte asked for is withheld (see class comment), so neither a whole body
    * nor a range of one ever completes with unverified bytes. It is released as soon as they
-   * verify, without waiting for the flush and rename: those are the store's business. Only for a follower (the temp file
-   * stays open while one exists).
+   * verify, without waiting for the flush and rename: those are the store's business. Only for
+   * a follower (the temp file stays open while one exists).
    */
   private async *regions(range?: { start: number; end: number }): AsyncGenerator<FileRegion> {
     let pos = range?.start ?? 0;
