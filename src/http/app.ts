@@ -41,18 +41,25 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     const kind = c.get('kind') ?? 'other';
     const status = c.res.status === 200 && c.env?.outgoing?.headersSent ? c.env.outgoing.statusCode : c.res.status;
     const bytes = Number(c.res.headers.get('content-length') ?? c.env?.outgoing?.getHeader?.('content-length') ?? 0);
-    metrics.requests.inc({ route: kind, method: c.req.method, status: String(status) });
-    if (c.req.method === 'GET' && status < 300) metrics.servedBytes.inc({}, bytes);
-    log.info('request', {
-      method: c.req.method,
-      path: new URL(c.req.url).pathname,
-      status,
-      bytes,
-      ms: Math.round((performance.now() - started) * 10) / 10,
-      cache: c.get('cache'),
-      upstream: route?.upstream.name,
-      user: c.get('identity')?.user,
-    });
+    const record = (): void => {
+      metrics.requests.inc({ route: kind, method: c.req.method, status: String(status) });
+      if (c.req.method === 'GET' && status < 300) metrics.servedBytes.inc({}, bytes);
+      log.info('request', {
+        method: c.req.method,
+        path: new URL(c.req.url).pathname,
+        status,
+        bytes,
+        ms: Math.round((performance.now() - started) * 10) / 10,
+        cache: c.get('cache'),
+        upstream: route?.upstream.name,
+        user: c.get('identity')?.user,
+      });
+    };
+    // The body (a blob's above all) may still be going out: log once the response is over, so
+    // that `ms` covers the whole body, not only the time to the headers.
+    const out = c.env?.outgoing;
+    if (out && !out.closed) out.once('close', record);
+    else record();
   });
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));

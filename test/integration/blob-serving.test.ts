@@ -8,7 +8,7 @@ import { Agent, get, type IncomingHttpHeaders } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { fetchBlob, pushSinglePlatformImage, MANIFEST_ACCEPT } from '../support/images.js';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
 import { skopeoCopyToDir } from '../support/skopeo.js';
@@ -55,6 +55,8 @@ function request(url: string, opts: { method?: string; range?: string; agent?: A
 }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const requestLines = (m: TestMirror): any[] => m.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request');
 
 for (const sendfile of [true, false]) {
   describe(`stored blobs, sendfile ${sendfile ? 'on' : 'off'}`, () => {
@@ -85,8 +87,12 @@ for (const sendfile of [true, false]) {
       expect(r.headers['docker-content-digest']).toBe(layer.digest);
       expect(r.headers['accept-ranges']).toBe('bytes');
       expect(`sha256:${sha(r.body)}`).toBe(layer.digest);
-      const logged = mirror.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request' && l.path.endsWith(layer.digest));
-      expect(logged.at(-1)).toMatchObject({ status: 200, cache: 'hit', bytes: layer.bytes.length });
+      // Logged once the body has gone out, which can be a moment after the client has it.
+      await vi.waitFor(() => {
+        const logged = requestLines(mirror).filter((l) => l.path.endsWith(layer.digest));
+        expect(logged.length).toBe(2); // the cold fetch in beforeAll, and this one
+        expect(logged.at(-1)).toMatchObject({ status: 200, cache: 'hit', bytes: layer.bytes.length });
+      });
     });
 
     it('serves ranges: start, middle, open-ended, suffix, last byte', async () => {
@@ -174,3 +180,48 @@ for (const sendfile of [true, false]) {
     });
   });
 }
+
+describe('the request log line of a blob', () => {
+  let mirror: TestMirror;
+  let big: { digest: string; size: number; url: string };
+  const linesFor = (digest: string) => requestLines(mirror).filter((l) => l.path.endsWith(digest));
+
+  beforeAll(async () => {
+    // Larger than loopback's socket buffers, so that a client that stops reading holds the body up.
+    const pushed = await pushSinglePlatformImage(upstream.url, 'serve/big', '1.0', { layersPerImage: 1, layerSize: 48 * 1024 * 1024 });
+    mirror = await startTestMirror({ upstreams: [{ url: upstream.url }] });
+    expect((await request(`${mirror.url}/v2/serve/big/manifests/1.0`)).status).toBe(200);
+    const l = pushed.layers[0]!;
+    big = { digest: l.digest, size: l.size, url: `${mirror.url}/v2/serve/big/blobs/${l.digest}` };
+    expect((await request(big.url)).body.length).toBe(big.size); // stored now
+    await vi.waitFor(() => expect(linesFor(big.digest)).toHaveLength(1));
+  }, 120_000);
+  afterAll(async () => {
+    await mirror?.stop({ removeData: true });
+  });
+
+  it('is written when the body has gone out, and its ms covers the whole body', async () => {
+    const before = linesFor(big.digest).length;
+    const received = await new Promise<number>((resolve, reject) => {
+      get(big.url, { agent: false }, (res) => {
+        res.pause(); // a slow client: nothing read for 500 ms
+        setTimeout(() => {
+          try {
+            expect(linesFor(big.digest).length).toBe(before); // still going out: not logged yet
+          } catch (e) {
+            reject(e);
+          }
+          let n = 0;
+          res.on('data', (c: Buffer) => (n += c.length));
+          res.on('end', () => resolve(n));
+          res.resume();
+        }, 500);
+      }).on('error', reject);
+    });
+    expect(received).toBe(big.size);
+    await vi.waitFor(() => expect(linesFor(big.digest).length).toBe(before + 1));
+    const line = linesFor(big.digest).at(-1);
+    expect(line).toMatchObject({ status: 200, bytes: big.size, cache: 'hit' });
+    expect(line.ms).toBeGreaterThanOrEqual(500);
+  });
+});
