@@ -13,8 +13,8 @@ import { setFlagsFromString } from 'node:v8';
  * limit (none in such a pull), in one pause of a few milliseconds at this heap size. On the
  * benchmark machine the mirror's CPU time per cold 120 MiB pull fell from 630-870 ms to ~410 ms.
  *
- * V8 reads the flag each time it would start marking, so setting it at start-up, before any
- * marking has begun, is safe.
+ * V8 reads the flag each time it would start marking, so setting it at run time is safe: a
+ * marking cycle already under way (loading the modules can start one) just finishes.
  */
 export function tuneGarbageCollection(execArgv: readonly string[] = process.execArgv): void {
   if (execArgv.some((a) => /^--(no-)?incremental[-_]marking$/.test(a))) return;
