@@ -85,6 +85,11 @@ export const configSchema = z
       .object({
         /** Fetch a blob only when a stored manifest of the same repository references it. */
         requireReference: z.boolean().default(true),
+        /**
+         * When a client pulls a blob of an image, fetch the image's next missing blob once that
+         * one is stored, so clients that pull one blob at a time find it ready. One at a time.
+         */
+        readAhead: z.boolean().default(true),
         /** Send blob bodies (stored ones, and downloads being followed) with sendfile(2), the native addon, instead of through user space. */
         sendfile: z.boolean().default(true),
       })

@@ -114,7 +114,7 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
         return manifestResponse(m, extra, c.req.header('if-none-match'));
       }
       case 'blob': {
-        const b = await mirror.blobs.get(route, path.digest, { wantBody, range: c.req.header('range') });
+        const b = await mirror.blobs.get(route, path.digest, { wantBody, range: c.req.header('range'), readAhead: true });
         c.set('cache', b.source === 'store' ? 'hit' : 'miss');
         metrics.cache.inc({ kind: 'blob', result: c.get('cache')! });
         try {

@@ -15,6 +15,18 @@ export interface BlobPolicy {
   offline: boolean;
   /** Fetch only blobs that a stored manifest of the same repository references. */
   requireReference: boolean;
+  /** Once a client's blob is stored, fetch the next one its image lacks (see readAhead()). */
+  readAhead: boolean;
+}
+
+/** Read-ahead downloads running at once, across all clients. */
+const MAX_READ_AHEADS = 2;
+
+export interface BlobRequest {
+  wantBody: boolean;
+  range?: string;
+  /** A client's pull (not prefetch, which fetches every blob itself): may trigger a read-ahead. */
+  readAhead?: boolean;
 }
 
 export interface BlobEvents {
@@ -48,6 +60,7 @@ export interface BlobResult {
  */
 export class BlobService {
   private readonly downloads = new Map<string, BlobDownload>();
+  private readAheads = 0;
 
   constructor(
     private readonly store: BlobStore,
@@ -62,7 +75,7 @@ export class BlobService {
     return [...this.downloads.values()];
   }
 
-  async get(route: Route, digestText: string, opts: { wantBody: boolean; range?: string }): Promise<BlobResult> {
+  async get(route: Route, digestText: string, opts: BlobRequest): Promise<BlobResult> {
     const parsed = parseDigest(digestText);
     if (!parsed.ok) throw ociErrors.digestInvalid(parsed.reason, { digest: digestText.slice(0, 80) });
     const digest = parsed.digest;
@@ -81,6 +94,7 @@ export class BlobService {
       const size = await this.store.size(digest);
       if (size === stored.size) {
         this.catalogue.touchBlob(digest.value);
+        if (opts.readAhead && opts.wantBody) this.readAhead(route, digest.value, Promise.resolve());
         return this.respond(digest, size, opts, 'store', (range) => this.store.createReadStream(digest, range));
       }
       this.log.error('catalogue lists a blob whose file is missing or damaged; fetching it again', { digest: digest.value });
@@ -89,7 +103,10 @@ export class BlobService {
 
     const running = this.downloads.get(digest.value);
     // A download that just failed is on its way out of the map: start afresh instead.
-    if (running && running.state !== 'failed') return this.followDownload(running, opts);
+    if (running && running.state !== 'failed') {
+      if (opts.readAhead && opts.wantBody) this.readAhead(route, digest.value, running.finished);
+      return this.followDownload(running, opts);
+    }
 
     const client = this.policy.offline ? undefined : route.upstream.client;
     if (!client) {
@@ -105,7 +122,35 @@ export class BlobService {
         throw toClientError(e, 'BLOB_UNKNOWN');
       }
     }
-    return this.followDownload(this.startDownload(route, client, digest, reference?.size), opts);
+    const download = this.startDownload(route, client, digest, reference?.size);
+    if (opts.readAhead) this.readAhead(route, digest.value, download.finished);
+    return this.followDownload(download, opts);
+  }
+
+  /**
+   * Once `after` settles with the blob stored, starts fetching the next blob the client's image
+   * lacks: the one after it in the manifest, else the first before it. A client that pulls blobs
+   * one at a time (skopeo, podman, Docker with one download at a time) then finds the next under
+   * way or stored when it asks, instead of waiting for a cold fetch that also competes with it for
+   * the CPU. Only a blob request triggers it (fetching a manifest may be an inspection, not a
+   * pull), one blob ahead at most, so a client that stops pulling costs at most one blob.
+   */
+  private readAhead(route: Route, digest: string, after: Promise<unknown>): void {
+    if (!this.policy.readAhead || route.local) return;
+    after.then(
+      () => {
+        const client = this.policy.offline ? undefined : route.upstream.client;
+        if (!client || this.readAheads >= MAX_READ_AHEADS) return;
+        const next = this.catalogue.absentBlobsAfter(route.key, digest, MAX_READ_AHEADS + 1).find((b) => !this.downloads.has(b.digest));
+        const parsed = next && parseDigest(next.digest);
+        if (!next || !parsed?.ok) return;
+        this.log.debug('reading ahead', { repo: route.key, after: digest, digest: next.digest, size: next.size });
+        this.readAheads++;
+        const download = this.startDownload(route, client, parsed.digest, next.size);
+        void download.finished.catch(() => {}).finally(() => this.readAheads--);
+      },
+      () => {}, // the blob was not stored: its own request reports why
+    );
   }
 
   private startDownload(route: Route, client: UpstreamClient, digest: Digest, expectedSize: number | undefined): BlobDownload {
@@ -122,7 +167,7 @@ export class BlobService {
     return download;
   }
 
-  private async followDownload(download: BlobDownload, opts: { wantBody: boolean; range?: string }): Promise<BlobResult> {
+  private async followDownload(download: BlobDownload, opts: BlobRequest): Promise<BlobResult> {
     await download.ready;
     if (download.state === 'failed') throw toClientError(download.error, 'BLOB_UNKNOWN');
     // Verified already (being flushed and renamed): served from the mirror's copy, not from upstream.
@@ -133,7 +178,7 @@ export class BlobService {
   private respond(
     digest: Digest,
     size: number | undefined,
-    opts: { wantBody: boolean; range?: string },
+    opts: BlobRequest,
     source: BlobResult['source'],
     open: (range?: ByteRange) => Readable,
   ): BlobResult {

@@ -84,7 +84,7 @@ export class Mirror {
       log,
       events,
     );
-    const blobs = new BlobService(store, catalogue, { offline: config.offline, requireReference: config.blobs.requireReference }, log, events);
+    const blobs = new BlobService(store, catalogue, { offline: config.offline, requireReference: config.blobs.requireReference, readAhead: config.blobs.readAhead }, log, events);
     const tags = new TagService(catalogue, config.offline, log);
     return new Mirror(config, store, catalogue, router, manifests, blobs, tags, allowList);
   }

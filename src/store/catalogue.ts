@@ -39,6 +39,7 @@ export interface NewManifest {
   kind: 'index' | 'image';
   platform?: string;
   children?: Array<Omit<IndexChildRow, 'repo' | 'index_digest'>>;
+  /** In the manifest's order (config first), which read-ahead follows. */
   blobs?: Array<{ digest: string; mediaType: string; size: number }>;
 }
 
@@ -80,8 +81,23 @@ export class Catalogue {
          VALUES (@repo, @index_digest, @child_digest, @media_type, @size, @platform, @attestation_for, @position)`,
       ),
       insertManifestBlob: db.prepare(
-        `INSERT OR IGNORE INTO manifest_blobs (repo, manifest_digest, blob_digest, media_type, size)
-         VALUES (?, ?, ?, ?, ?)`,
+        `INSERT OR IGNORE INTO manifest_blobs (repo, manifest_digest, blob_digest, media_type, size, position)
+         VALUES (?, ?, ?, ?, ?, ?)`,
+      ),
+      // The manifest that lists the blob (the most recently used, if several do), then its blobs
+      // that are not stored: those after the blob first, in order, then those before it.
+      absentAfter: db.prepare<[string, string, string, number], { digest: string; size: number }>(
+        `WITH current AS (
+           SELECT mb.manifest_digest, mb.position FROM manifest_blobs mb
+           JOIN manifests m ON m.repo = mb.repo AND m.digest = mb.manifest_digest
+           WHERE mb.repo = ? AND mb.blob_digest = ? AND mb.position IS NOT NULL
+           ORDER BY m.last_access DESC LIMIT 1)
+         SELECT nb.blob_digest AS digest, nb.size FROM current
+         JOIN manifest_blobs nb ON nb.repo = ? AND nb.manifest_digest = current.manifest_digest
+         LEFT JOIN blobs b ON b.digest = nb.blob_digest
+         WHERE b.digest IS NULL AND nb.position IS NOT NULL AND nb.position != current.position
+         ORDER BY nb.position < current.position, nb.position
+         LIMIT ?`,
       ),
       getTag: db.prepare<[string, string], TagRow>('SELECT * FROM tags WHERE repo = ? AND tag = ?'),
       upsertTag: db.prepare(
@@ -128,6 +144,9 @@ export class Catalogue {
       throw new Error(`store catalogue has schema version ${current}; this build understands up to ${SCHEMA_VERSION}`);
     }
     this.db.exec(SCHEMA);
+    // Added after version 1 shipped: nullable and additive, so older builds still open the store.
+    const columns = this.db.pragma('table_info(manifest_blobs)') as Array<{ name: string }>;
+    if (!columns.some((c) => c.name === 'position')) this.db.exec('ALTER TABLE manifest_blobs ADD COLUMN position INTEGER');
     this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
   }
 
@@ -149,7 +168,9 @@ export class Catalogue {
         now,
       });
       for (const c of m.children ?? []) this.stmts.insertChild.run({ ...c, repo: m.repo, index_digest: m.digest });
-      for (const b of m.blobs ?? []) this.stmts.insertManifestBlob.run(m.repo, m.digest, b.digest, b.mediaType, b.size);
+      (m.blobs ?? []).forEach((b, position) =>
+        this.stmts.insertManifestBlob.run(m.repo, m.digest, b.digest, b.mediaType, b.size, position),
+      );
     })();
   };
 
@@ -185,6 +206,14 @@ export class Catalogue {
   /** A stored manifest of this repository references the blob: the size and type it declares. */
   blobReference(repo: string, digest: string): { size: number; media_type: string } | undefined {
     return this.stmts.blobReferenced.get(repo, digest);
+  }
+
+  /**
+   * Blobs not stored of the image manifest that lists `digest` in this repository, in the order a
+   * client pulling it one by one asks for them next: those after it, then those before it.
+   */
+  absentBlobsAfter(repo: string, digest: string, limit: number): Array<{ digest: string; size: number }> {
+    return this.stmts.absentAfter.all(repo, digest, repo, limit);
   }
 
   blobsOf(repo: string, manifestDigest: string): Array<{ blob_digest: string; media_type: string; size: number }> {

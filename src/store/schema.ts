@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS manifest_blobs (
   blob_digest     TEXT NOT NULL,
   media_type      TEXT NOT NULL,
   size            INTEGER NOT NULL,
+  position        INTEGER,         -- in the manifest: 0 the config, then the layers (NULL in older stores)
   PRIMARY KEY (repo, manifest_digest, blob_digest)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS manifest_blobs_by_blob ON manifest_blobs (repo, blob_digest);

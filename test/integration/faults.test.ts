@@ -375,9 +375,45 @@ describe('upstream error statuses', () => {
   });
 });
 
+describe('read-ahead', () => {
+  it('that fails costs the client nothing: it is logged, nothing is kept, and the blob is fetched when asked for', async () => {
+    const m = await mirrorFor();
+    const img = addImage('faults/ahead-fails', 'v1', [randomBytes(64 * 1024), randomBytes(64 * 1024)]);
+    const [first, next] = img.layers as [Blob, Blob];
+    expect((await getManifest(m, img.repo, 'v1')).status).toBe(200);
+    fake.failWith(next.digest, 500); // every attempt the read-ahead makes
+    const got = await rawGet(blobUrl(m, img.repo, first.digest));
+    expect([got.status, got.complete, sha256(got.body)]).toEqual([200, true, first.digest]);
+    await settled(m);
+    expect(fake.count('GET', next.digest)).toBeGreaterThan(0);
+    expect(logged(m, 'warn', /blob download failed; nothing stored/).some((l) => l.includes(next.digest))).toBe(true);
+    expect(m.running.mirror.catalogue.getBlob(next.digest)).toBeUndefined();
+    expect(await tmpFiles(m)).toEqual([]);
+    expect(existsSync(storedPath(m, next.digest))).toBe(false);
+
+    fake.clearFaults();
+    const later = await rawGet(blobUrl(m, img.repo, next.digest));
+    expect([later.status, later.complete, sha256(later.body)]).toEqual([200, true, next.digest]);
+  });
+
+  it('runs at most two at once across clients', async () => {
+    const m = await mirrorFor();
+    const imgs = ['a', 'b', 'c'].map((n) => addImage(`faults/ahead-${n}`, 'v1', [randomBytes(8 * 1024), randomBytes(8 * 1024)]));
+    for (const img of imgs) expect((await getManifest(m, img.repo, 'v1')).status).toBe(200);
+    for (const img of imgs) fake.delay(img.layers[1]!.digest, 400);
+    for (const img of imgs) expect((await rawGet(blobUrl(m, img.repo, img.layers[0]!.digest))).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 50)); // the read-aheads start once their blob is recorded
+    const ahead = m.running.mirror.blobs.inFlight().map((d) => d.digest.value);
+    expect(ahead.sort()).toEqual([imgs[0]!.layers[1]!.digest, imgs[1]!.layers[1]!.digest].sort());
+    await settled(m);
+    expect(fake.count('GET', imgs[2]!.layers[1]!.digest)).toBe(0);
+  });
+});
+
 describe('upstream down', () => {
   it('serves what it holds (stale-if-error, with a warning), 502 for the rest; offline mode asks upstream nothing', async () => {
-    const m = await mirrorFor({ tags: { ttlSeconds: 0 } });
+    // No read-ahead: it would fetch `notFetched` while upstream is still up.
+    const m = await mirrorFor({ tags: { ttlSeconds: 0 }, blobs: { readAhead: false } });
     const img = addImage('faults/down', 'v1', [randomBytes(4096), randomBytes(4096)]);
     const other = addImage('faults/down', 'other', [randomBytes(1024)]);
     expect((await getManifest(m, img.repo, 'v1')).status).toBe(200);

@@ -153,6 +153,26 @@ describe('Catalogue manifests', () => {
     expect(cat.blobsOf(OTHER, m.digest)).toEqual([]);
   });
 
+  it('absentBlobsAfter: the blobs not stored after the given one in its manifest, then those before it', () => {
+    cat.addManifest(imageManifest(REPO, 'img', ['cfg', 'l0', 'l1', 'l2']));
+    const after = (seed: string) => cat.absentBlobsAfter(REPO, d(seed), 10).map((b) => b.digest);
+    expect(after('l0')).toEqual([d('l1'), d('l2'), d('cfg')]);
+    expect(after('l2')).toEqual([d('cfg'), d('l0'), d('l1')]);
+    cat.addBlob(d('l1'), 300);
+    expect(after('l0')).toEqual([d('l2'), d('cfg')]);
+    expect(cat.absentBlobsAfter(REPO, d('l0'), 1)).toEqual([{ digest: d('l2'), size: 400 }]);
+    // Only in the repository asked, and only for a blob a manifest there lists.
+    expect(cat.absentBlobsAfter(OTHER, d('l0'), 10)).toEqual([]);
+    expect(cat.absentBlobsAfter(REPO, d('unlisted'), 10)).toEqual([]);
+  });
+
+  it('absentBlobsAfter follows the manifest used last when several list the blob', () => {
+    cat.addManifest(imageManifest(REPO, 'old', ['cfg-old', 'shared', 'only-old']));
+    vi.setSystemTime(T0 + 1000);
+    cat.addManifest(imageManifest(REPO, 'new', ['cfg-new', 'shared', 'only-new']));
+    expect(cat.absentBlobsAfter(REPO, d('shared'), 1).map((b) => b.digest)).toEqual([d('only-new')]);
+  });
+
   it('is atomic: a bad child leaves no manifest, no children, no blob references', () => {
     const bad: NewManifest = {
       ...indexManifest(REPO, 'idx', ['a', 'b']),
@@ -346,6 +366,30 @@ describe('Catalogue on disk', () => {
       expect(manifestTimes(second, REPO, m.digest)!.last_access).toBe(T0 + 42);
     } finally {
       second.close();
+    }
+  });
+
+  it('adds the position column to a store made before it existed; its old rows are never read ahead', () => {
+    const path = join(dir, 'mirror.db');
+    const raw = new Database(path);
+    raw.exec(`CREATE TABLE manifest_blobs (
+      repo TEXT NOT NULL, manifest_digest TEXT NOT NULL, blob_digest TEXT NOT NULL, media_type TEXT NOT NULL,
+      size INTEGER NOT NULL, PRIMARY KEY (repo, manifest_digest, blob_digest)) WITHOUT ROWID`);
+    raw.pragma('user_version = 1');
+    raw.close();
+    const upgraded = new Catalogue(path);
+    try {
+      const old = imageManifest(REPO, 'old', ['cfg', 'l0', 'l1']);
+      upgraded.addManifest({ ...old, blobs: [] });
+      for (const b of old.blobs!) {
+        upgraded.db.prepare('INSERT INTO manifest_blobs (repo, manifest_digest, blob_digest, media_type, size) VALUES (?, ?, ?, ?, ?)').run(REPO, old.digest, b.digest, b.mediaType, b.size);
+      }
+      expect(upgraded.blobReference(REPO, d('l0'))?.size).toBe(200);
+      expect(upgraded.absentBlobsAfter(REPO, d('l0'), 10)).toEqual([]);
+      upgraded.addManifest(imageManifest(REPO, 'new', ['cfg2', 'm0', 'm1']));
+      expect(upgraded.absentBlobsAfter(REPO, d('m0'), 10).map((b) => b.digest)).toEqual([d('m1'), d('cfg2')]);
+    } finally {
+      upgraded.close();
     }
   });
 

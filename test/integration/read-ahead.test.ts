@@ -1,0 +1,152 @@
+// Read-ahead against a real upstream behind a counting proxy: once the blob a client asked for is
+// stored, the mirror fetches the next blob of that image it lacks (one ahead, in manifest order,
+// then round to the config), never for a manifest alone or a HEAD, never anything of a platform
+// it does not carry, and not at all with `blobs.readAhead: false`. skopeo pulls through it.
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { MirrorConfigInput } from '../../src/config/schema.js';
+import { startCountingProxy, type CountingProxy } from '../support/counting-proxy.js';
+import { MANIFEST_ACCEPT, pushMultiPlatformImage, sha256, type PushedChild, type PushedIndex } from '../support/images.js';
+import { startRegistry, type RegistryHandle } from '../support/registry.js';
+import { skopeoCopyToDir } from '../support/skopeo.js';
+import { startTestMirror, type TestMirror } from '../support/mirror.js';
+
+let registry: RegistryHandle;
+let proxy: CountingProxy;
+let image: PushedIndex;
+let amd64: PushedChild;
+let others: PushedChild[];
+const mirrors: TestMirror[] = [];
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  registry = await startRegistry();
+  image = await pushMultiPlatformImage(registry.url, 'library/ahead', '1.0', {
+    format: 'oci',
+    platforms: ['linux/amd64', 'linux/arm64', 'linux/s390x'],
+    layersPerImage: 3,
+    layerSize: 256 * 1024,
+    rawLayers: true,
+  });
+  amd64 = image.children.find((c) => c.platform?.architecture === 'amd64')!;
+  others = image.children.filter((c) => c !== amd64);
+  proxy = await startCountingProxy(registry.url);
+});
+
+afterEach(async () => {
+  await Promise.all(mirrors.splice(0).map((m) => m.stop({ removeData: true })));
+});
+
+afterAll(async () => {
+  await proxy?.stop();
+  await registry?.stop();
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+async function freshMirror(config: Partial<MirrorConfigInput> = {}): Promise<TestMirror> {
+  const m = await startTestMirror({ upstreams: [{ url: proxy.url }], ...config });
+  mirrors.push(m);
+  return m;
+}
+
+/** The index and the amd64 manifest, as a client resolving the image fetches them. */
+async function resolveAmd64(m: TestMirror): Promise<void> {
+  for (const ref of [image.tag, amd64.digest]) {
+    const res = await fetch(`${m.url}/v2/${image.repo}/manifests/${ref}`, { headers: { accept: MANIFEST_ACCEPT } });
+    expect(res.status).toBe(200);
+    await res.arrayBuffer();
+  }
+}
+
+async function getBlob(m: TestMirror, digest: string, method: 'GET' | 'HEAD' = 'GET'): Promise<Response> {
+  const res = await fetch(`${m.url}/v2/${image.repo}/blobs/${digest}`, { method });
+  expect(res.status).toBe(200);
+  if (method === 'GET') expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(digest);
+  return res;
+}
+
+/** Waits until no blob download (a read-ahead included) is in flight. */
+async function settled(m: TestMirror): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const inFlight = m.running.mirror.blobs.inFlight();
+    if (inFlight.length === 0) return;
+    await Promise.allSettled(inFlight.map((d) => d.finished));
+    await new Promise((r) => setImmediate(r));
+  }
+  throw new Error('downloads never settled');
+}
+
+const stored = (m: TestMirror, digest: string): boolean => m.running.mirror.catalogue.getBlob(digest) !== undefined;
+const upstreamGets = (digest: string): number => proxy.count('GET', `/blobs/${digest}`);
+const blobCache = (m: TestMirror, digest: string): string[] =>
+  m.logs
+    .map((l) => JSON.parse(l) as { msg: string; path?: string; cache?: string })
+    .filter((l) => l.msg === 'request' && l.path?.endsWith(digest))
+    .map((l) => l.cache!);
+
+describe('read-ahead', () => {
+  it('fetches the next blob the image lacks once the asked one is stored: one ahead, layers in order, then the config', async () => {
+    const m = await freshMirror();
+    await resolveAmd64(m);
+    proxy.reset();
+    const [l0, l1, l2] = amd64.layers.map((l) => l.digest) as [string, string, string];
+    const config = amd64.configDigest;
+
+    await getBlob(m, l0);
+    await settled(m);
+    expect([stored(m, l1), stored(m, l2), stored(m, config)]).toEqual([true, false, false]);
+
+    // The client's next request finds it stored, and moves the read-ahead on by one.
+    await getBlob(m, l1);
+    await vi.waitFor(() => expect(blobCache(m, l1)).toEqual(['hit'])); // logged once the response is over
+    await settled(m);
+    expect([stored(m, l2), stored(m, config)]).toEqual([true, false]);
+
+    await getBlob(m, l2);
+    await settled(m);
+    expect(stored(m, config)).toBe(true); // after the last layer: round to the config
+
+    await getBlob(m, config);
+    await settled(m);
+    for (const d of [l0, l1, l2, config]) expect(upstreamGets(d), d).toBe(1);
+    expect(proxy.count('GET', '/blobs/')).toBe(4);
+    expect(m.logs.filter((l) => l.includes('"reading ahead"'))).toHaveLength(3);
+  });
+
+  it('reads nothing ahead for a manifest alone, or for a HEAD of a blob', async () => {
+    const m = await freshMirror();
+    proxy.reset();
+    await resolveAmd64(m);
+    await getBlob(m, amd64.layers[0]!.digest, 'HEAD');
+    await settled(m);
+    expect(proxy.count('GET', '/blobs/')).toBe(0);
+  });
+
+  it('with blobs.readAhead: false fetches only what clients ask for', async () => {
+    const m = await freshMirror({ blobs: { readAhead: false } });
+    await resolveAmd64(m);
+    proxy.reset();
+    await getBlob(m, amd64.layers[0]!.digest);
+    await settled(m);
+    expect(proxy.lines().filter((l) => l.includes('/blobs/'))).toEqual([`GET /v2/${image.repo}/blobs/${amd64.layers[0]!.digest}`]);
+  });
+
+  it('skopeo pulls linux/amd64 through it: every blob fetched upstream once, bytes equal, nothing of other platforms', async () => {
+    const m = await freshMirror();
+    proxy.reset();
+    const dest = await mkdtemp(join(tmpdir(), 'read-ahead-'));
+    dirs.push(dest);
+    await skopeoCopyToDir(`docker://${m.host}/${image.repo}:${image.tag}`, dest, { os: 'linux', arch: 'amd64' });
+    await settled(m);
+    for (const d of [amd64.configDigest, ...amd64.layers.map((l) => l.digest)]) {
+      expect(sha256(await readFile(join(dest, d.slice('sha256:'.length)))), d).toBe(d);
+      expect(upstreamGets(d), d).toBe(1);
+    }
+    for (const c of others) {
+      for (const d of [c.digest, c.configDigest, ...c.layers.map((l) => l.digest)]) expect(proxy.count('*', d), d).toBe(0);
+    }
+    expect(m.logs.some((l) => l.includes('"reading ahead"'))).toBe(true);
+  });
+});
