@@ -87,7 +87,8 @@ export const configSchema = z
         requireReference: z.boolean().default(true),
         /**
          * When a client pulls a blob of an image, fetch the image's next missing blob once that
-         * one is stored, so clients that pull one blob at a time find it ready. One at a time.
+         * one is stored, so clients that pull one blob at a time find it ready. One blob ahead of
+         * the client, at most two such fetches at once.
          */
         readAhead: z.boolean().default(true),
         /** Send blob bodies (stored ones, and downloads being followed) with sendfile(2), the native addon, instead of through user space. */

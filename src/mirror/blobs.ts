@@ -94,7 +94,7 @@ export class BlobService {
       const size = await this.store.size(digest);
       if (size === stored.size) {
         this.catalogue.touchBlob(digest.value);
-        if (opts.readAhead && opts.wantBody) this.readAhead(route, digest.value, Promise.resolve());
+        this.readAhead(route, digest.value, opts, Promise.resolve());
         return this.respond(digest, size, opts, 'store', (range) => this.store.createReadStream(digest, range));
       }
       this.log.error('catalogue lists a blob whose file is missing or damaged; fetching it again', { digest: digest.value });
@@ -104,7 +104,7 @@ export class BlobService {
     const running = this.downloads.get(digest.value);
     // A download that just failed is on its way out of the map: start afresh instead.
     if (running && running.state !== 'failed') {
-      if (opts.readAhead && opts.wantBody) this.readAhead(route, digest.value, running.finished);
+      this.readAhead(route, digest.value, opts, running.finished);
       return this.followDownload(running, opts);
     }
 
@@ -123,7 +123,7 @@ export class BlobService {
       }
     }
     const download = this.startDownload(route, client, digest, reference?.size);
-    if (opts.readAhead) this.readAhead(route, digest.value, download.finished);
+    this.readAhead(route, digest.value, opts, download.finished);
     return this.followDownload(download, opts);
   }
 
@@ -135,8 +135,8 @@ export class BlobService {
    * the CPU. Only a blob request triggers it (fetching a manifest may be an inspection, not a
    * pull), one blob ahead at most, so a client that stops pulling costs at most one blob.
    */
-  private readAhead(route: Route, digest: string, after: Promise<unknown>): void {
-    if (!this.policy.readAhead || route.local) return;
+  private readAhead(route: Route, digest: string, opts: BlobRequest, after: Promise<unknown>): void {
+    if (!opts.readAhead || !opts.wantBody || !this.policy.readAhead || route.local) return;
     after.then(
       () => {
         const client = this.policy.offline ? undefined : route.upstream.client;

@@ -13,7 +13,7 @@ import type { MirrorConfigInput } from '../../src/config/schema.js';
 import { BlobWriter } from '../../src/store/blob-store.js';
 import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { MANIFEST_ACCEPT, MEDIA_TYPES, sha256 } from '../support/images.js';
-import { startTestMirror, type TestMirror } from '../support/mirror.js';
+import { settled, startTestMirror, type TestMirror } from '../support/mirror.js';
 
 const OCI_CODES = [
   'BLOB_UNKNOWN', 'BLOB_UPLOAD_INVALID', 'BLOB_UPLOAD_UNKNOWN', 'DIGEST_INVALID', 'MANIFEST_BLOB_UNKNOWN', 'MANIFEST_INVALID',
@@ -129,17 +129,6 @@ async function errorOf(res: { bytes: Buffer }): Promise<{ code: string; message:
   expect(body.errors).toHaveLength(1);
   expect(OCI_CODES).toContain(body.errors[0]!.code);
   return body.errors[0]!;
-}
-
-/** Waits until the mirror has no blob download in flight (committed or given up). */
-async function settled(m: TestMirror): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const inFlight = m.running.mirror.blobs.inFlight();
-    if (inFlight.length === 0) break;
-    await Promise.allSettled(inFlight.map((d) => d.finished));
-    await new Promise((r) => setImmediate(r));
-  }
-  await new Promise((r) => setTimeout(r, 20));
 }
 
 function storedPath(m: TestMirror, digest: string): string {

@@ -11,7 +11,7 @@ import { startCountingProxy, type CountingProxy } from '../support/counting-prox
 import { MANIFEST_ACCEPT, pushMultiPlatformImage, sha256, type PushedChild, type PushedIndex } from '../support/images.js';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
 import { skopeoCopyToDir } from '../support/skopeo.js';
-import { startTestMirror, type TestMirror } from '../support/mirror.js';
+import { settled, startTestMirror, type TestMirror } from '../support/mirror.js';
 
 let registry: RegistryHandle;
 let proxy: CountingProxy;
@@ -65,17 +65,6 @@ async function getBlob(m: TestMirror, digest: string, method: 'GET' | 'HEAD' = '
   expect(res.status).toBe(200);
   if (method === 'GET') expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(digest);
   return res;
-}
-
-/** Waits until no blob download (a read-ahead included) is in flight. */
-async function settled(m: TestMirror): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const inFlight = m.running.mirror.blobs.inFlight();
-    if (inFlight.length === 0) return;
-    await Promise.allSettled(inFlight.map((d) => d.finished));
-    await new Promise((r) => setImmediate(r));
-  }
-  throw new Error('downloads never settled');
 }
 
 const stored = (m: TestMirror, digest: string): boolean => m.running.mirror.catalogue.getBlob(digest) !== undefined;

@@ -8,6 +8,7 @@ import { request, type IncomingHttpHeaders } from 'node:http';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestMirror } from '../support/mirror.js';
+export { settled } from '../support/mirror.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -162,17 +163,6 @@ export async function rehashStore(dataDir: string): Promise<Rehash> {
 export function storedPath(dataDir: string, digest: string): string {
   const hex = digest.slice('sha256:'.length);
   return join(dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex);
-}
-
-/** Waits until the in-process mirror has no blob download in flight (committed or given up). */
-export async function settled(m: TestMirror, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const inFlight = m.running.mirror.blobs.inFlight();
-    if (inFlight.length === 0) break;
-    await Promise.race([Promise.allSettled(inFlight.map((d) => d.finished)), sleep(200)]);
-  }
-  await sleep(20);
 }
 
 export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 20): Promise<void> {

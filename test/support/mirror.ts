@@ -35,3 +35,15 @@ export async function startTestMirror(input: Partial<MirrorConfigInput> & Pick<M
     },
   };
 }
+
+/** Waits until the in-process mirror has no blob download in flight (committed or given up). */
+export async function settled(m: TestMirror, timeoutMs = 15_000): Promise<void> {
+  const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const inFlight = m.running.mirror.blobs.inFlight();
+    if (inFlight.length === 0) break;
+    await Promise.race([Promise.allSettled(inFlight.map((d) => d.finished)), pause(200)]);
+  }
+  await pause(20);
+}
