@@ -10,12 +10,12 @@ import { pathToFileURL } from 'node:url';
 import { getManifest, MANIFEST_ACCEPT, wrk, type WrkResult } from '../lib/clients.js';
 import type { Ctx, ScenarioResult } from '../lib/context.js';
 import { pushSevenPlatformIndex, SEVEN_PLATFORMS, type Index } from '../lib/images.js';
-
-/** wrk at 64 connections on each URL before it is measured, per start. */
-const WARM_UP_SECONDS = 2;
 import { MIRROR_CLI, mirrorCli, startSparseMirror, writeMirrorConfig } from '../lib/mirror.js';
 import { run, tempDir } from '../lib/procs.js';
 import { median, ms, num, ratio } from '../lib/stats.js';
+
+/** wrk at 64 connections on each URL before it is measured, per start. */
+const WARM_UP_SECONDS = 2;
 
 interface CatalogueLike {
   db: { transaction<F extends () => void>(fn: F): F };
