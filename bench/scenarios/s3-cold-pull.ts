@@ -18,18 +18,17 @@ export async function coldPull(ctx: Ctx): Promise<ScenarioResult> {
     images.push(await pushSevenPlatformIndex(upstream.url, `bench/s3-cold-${r}`, 'v1', { bigPlatform: 'linux/amd64', bigLayers, smallLayer }));
   }
   const hosts = { direct: upstream.host, anchor: anchor.host, sparse: mirror.host };
-  const times: Record<keyof typeof hosts, number[]> = { direct: [], anchor: [], sparse: [] };
-  const byRound: Partial<Record<keyof typeof hosts, number>>[] = [];
+  type Who = keyof typeof hosts;
+  const byRound: Partial<Record<Who, number>>[] = [];
   const problems: string[] = [];
   const work = tempDir('s3');
   for (let r = 0; r < images.length; r++) {
-    const round: Partial<Record<keyof typeof hosts, number>> = {};
+    const round: Partial<Record<Who, number>> = {};
     byRound.push(round);
     for (const who of permutation(['direct', 'anchor', 'sparse'] as const, r)) {
       const dest = join(work, `${who}-${r}`);
       try {
         const res = await skopeoCopy(`docker://${hosts[who]}/${images[r]!.repo}:v1`, `dir:${dest}`, { os: 'linux', arch: 'amd64' });
-        times[who].push(res.ms);
         round[who] = res.ms;
         // distribution stores what it served with a second, background fetch: let it finish first.
         if (who === 'anchor') {
@@ -44,6 +43,8 @@ export async function coldPull(ctx: Ctx): Promise<ScenarioResult> {
     }
   }
   removeDir(work);
+  const timesOf = (who: Who) => byRound.flatMap((t) => (t[who] === undefined ? [] : [t[who]]));
+  const times = { direct: timesOf('direct'), anchor: timesOf('anchor'), sparse: timesOf('sparse') };
   const m = { direct: median(times.direct), anchor: median(times.anchor), sparse: median(times.sparse) };
   // The pulls of one round run within seconds of each other: their ratio cancels a slow minute.
   const paired = (who: 'anchor' | 'sparse') => median(byRound.flatMap((t) => (t[who] && t.direct ? [t[who] / t.direct] : [])));
@@ -57,7 +58,7 @@ export async function coldPull(ctx: Ctx): Promise<ScenarioResult> {
     ],
     details: [
       `Image: OCI index of 7 platforms; linux/amd64 has layers of ${bigLayers.map((b) => mib(b)).join(', ')} (raw random bytes), the other six one ${mib(smallLayer)} layer each. A new image per round (cold in both proxies). Wall time of \`skopeo copy --override-os linux --override-arch amd64 docker://… dir:…\` (includes skopeo's own start-up, ~the same for all three).`,
-      `${images.length} rounds, each order of the three pulls in turn. Median of the per-round ratios to the direct pull: sparse-mirror ${ratio(paired('sparse'))}, anchor ${ratio(paired('anchor'))} (informational; the target is on the ratio of medians).`,
+      `${images.length} rounds, going through the six orders of the three pulls in turn. Median of the per-round ratios to the direct pull: sparse-mirror ${ratio(paired('sparse'))}, anchor ${ratio(paired('anchor'))} (informational; the target is on the ratio of medians).`,
       `Per round: direct ${times.direct.map(ms).join(', ')}; anchor ${times.anchor.map(ms).join(', ')}; sparse-mirror ${times.sparse.map(ms).join(', ')}.`,
     ],
     problems,
