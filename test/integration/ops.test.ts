@@ -129,6 +129,10 @@ function gzLayer(size: number): { gz: Buffer; diffId: string } {
 
 async function pushSharingIndex(registryUrl: string, repo: string, shared: { gz: Buffer; diffId: string }): Promise<EvictImage> {
   const t = MEDIA_TYPES.oci;
+  // The shared layer goes up once, before the children: distribution 2.8 rewrites a repository's
+  // blob link in place on every upload of that blob, so a child's manifest PUT that reads the
+  // link while a sibling re-uploads it can see it empty and answer MANIFEST_BLOB_UNKNOWN.
+  await pushBlob(registryUrl, repo, shared.gz);
   const children = await Promise.all(
     ['linux/amd64', 'linux/arm64', 'linux/s390x'].map(async (platform): Promise<EvictChild> => {
       const [os, architecture] = platform.split('/') as [string, string];
@@ -136,7 +140,7 @@ async function pushSharingIndex(registryUrl: string, repo: string, shared: { gz:
       const config = Buffer.from(
         JSON.stringify({ os, architecture, config: { Labels: { repo } }, rootfs: { type: 'layers', diff_ids: [shared.diffId, own.diffId] } }),
       );
-      await Promise.all([config, shared.gz, own.gz].map((b) => pushBlob(registryUrl, repo, b)));
+      await Promise.all([config, own.gz].map((b) => pushBlob(registryUrl, repo, b)));
       const bytes = Buffer.from(
         JSON.stringify({
           schemaVersion: 2,
