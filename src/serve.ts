@@ -2,11 +2,11 @@ import type { MirrorConfig } from './config/schema.js';
 import { createApp } from './http/app.js';
 import { Authenticator } from './http/auth.js';
 import { Metrics } from './http/metrics.js';
-import { createPushApi } from './http/push-routes.js';
+import { createPushApi } from './push/routes.js';
 import { sendfileStatus } from './http/sendfile.js';
 import { listen, type RunningServer } from './http/server.js';
 import { createLogger, type Logger } from './log.js';
-import { Maintenance } from './mirror/maintenance.js';
+import { Maintenance } from './upkeep/maintenance.js';
 import { Mirror } from './mirror/mirror.js';
 
 export interface RunningMirror {

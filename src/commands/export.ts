@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { exportImages } from '../mirror/export.js';
-import { isReportable } from '../mirror/oci-layout.js';
+import { exportImages } from '../airgap/export.js';
+import { isReportable } from '../airgap/oci-layout.js';
 import { parseImageReference } from '../oci/reference.js';
 import { COMMON_OPTIONS, formatBytes, openStore, UsageError, type Command } from './command.js';
 

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { applyGc, planGc, pushedRepositories } from '../mirror/gc.js';
+import { applyGc, planGc, pushedRepositories } from '../upkeep/gc.js';
 import { COMMON_OPTIONS, UsageError, formatBytes, openStore, type Command } from './command.js';
 
 const USAGE = `Usage: sparse-mirror gc [--dry-run] [--grace-minutes N]

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
-import { importLayout, resolveRepo } from '../mirror/import.js';
-import { isReportable } from '../mirror/oci-layout.js';
+import { importLayout, resolveRepo } from '../airgap/import.js';
+import { isReportable } from '../airgap/oci-layout.js';
 import { COMMON_OPTIONS, formatBytes, openStore, UsageError, type Command } from './command.js';
 
 const USAGE = `Usage: sparse-mirror import [--config FILE] [--repo REGISTRY/REPOSITORY] <dir|file.tar>

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { prefetchImage, type PrefetchProgress, type PrefetchResult } from '../mirror/prefetch.js';
+import { prefetchImage, type PrefetchProgress, type PrefetchResult } from '../upkeep/prefetch.js';
 import { COMMON_OPTIONS, UsageError, formatBytes, openStore, type Command } from './command.js';
 
 const USAGE = `Usage: sparse-mirror prefetch [--from-file FILE] <ref>...

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { verifyStore } from '../mirror/verify.js';
+import { verifyStore } from '../upkeep/verify.js';
 import { COMMON_OPTIONS, formatBytes, openStore, type Command } from './command.js';
 
 const USAGE = `Usage: sparse-mirror verify [--repair]

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyStore } from '../../src/mirror/verify.js';
+import { verifyStore } from '../../src/upkeep/verify.js';
 import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { startTestMirror, type TestMirror } from '../support/mirror.js';
 import { httpRequest, isCompleteBody, listFiles, pool, rehashStore, report, seededRandom, settled, sha256, type Got } from './helpers.js';

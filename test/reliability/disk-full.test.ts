@@ -10,7 +10,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyStore } from '../../src/mirror/verify.js';
+import { verifyStore } from '../../src/upkeep/verify.js';
 import { onProcessExit } from '../support/exec.js';
 import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { MANIFEST_ACCEPT, MEDIA_TYPES } from '../support/images.js';

@@ -12,7 +12,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyStore } from '../../src/mirror/verify.js';
+import { verifyStore } from '../../src/upkeep/verify.js';
 import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { MANIFEST_ACCEPT, MEDIA_TYPES } from '../support/images.js';
 import { startTestMirror, type TestMirror } from '../support/mirror.js';

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { verifyStore } from '../../src/mirror/verify.js';
+import { verifyStore } from '../../src/upkeep/verify.js';
 import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { MANIFEST_ACCEPT, MEDIA_TYPES } from '../support/images.js';
 import { startTestMirror, type TestMirror } from '../support/mirror.js';

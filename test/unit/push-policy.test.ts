@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseManifest, type IndexManifest } from '../../src/oci/manifest.js';
-import { describePolicy, missingChildren } from '../../src/mirror/push.js';
+import { describePolicy, missingChildren } from '../../src/push/push.js';
 import { artifactTypeOf } from '../../src/mirror/referrers.js';
-import { parseContentRange } from '../../src/mirror/uploads.js';
+import { parseContentRange } from '../../src/push/uploads.js';
 
 const d = (c: string) => `sha256:${c.repeat(64)}`;
 const M = 'application/vnd.oci.image.manifest.v1+json';

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/log.js';
 import { OciError } from '../../src/oci/errors.js';
 import { parseDigest } from '../../src/oci/digest.js';
-import { UploadInterrupted, UploadManager, type BodySource } from '../../src/mirror/uploads.js';
+import { UploadInterrupted, UploadManager, type BodySource } from '../../src/push/uploads.js';
 import { BlobStore } from '../../src/store/blob-store.js';
 import { Catalogue } from '../../src/store/catalogue.js';
 

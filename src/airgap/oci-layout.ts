@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { newHasher, type Digest } from '../oci/digest.js';
 import { parseImageReference } from '../oci/reference.js';
 import { DigestMismatchError, SizeMismatchError, type BlobStore } from '../store/blob-store.js';
-import type { Route, Router } from './routing.js';
+import type { Route, Router } from '../mirror/routing.js';
 
 /** The OCI image layout's marker file and the version this writes (and reads). */
 export const LAYOUT_FILE = 'oci-layout';

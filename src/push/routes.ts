@@ -4,14 +4,14 @@ import type { Logger } from '../log.js';
 import { OciError, ociErrors } from '../oci/errors.js';
 import { MediaType } from '../oci/media-types.js';
 import type { Mirror } from '../mirror/mirror.js';
-import { PushService, tooLarge } from '../mirror/push.js';
+import { PushService, tooLarge } from './push.js';
 import { ReferrersService } from '../mirror/referrers.js';
 import type { Route } from '../mirror/routing.js';
-import { rangeHeaders, UploadInterrupted, UploadManager, type BodySource, type ChunkInput, type UploadSession } from '../mirror/uploads.js';
+import { rangeHeaders, UploadInterrupted, UploadManager, type BodySource, type ChunkInput, type UploadSession } from './uploads.js';
 import { PushCatalogue } from '../store/push-catalogue.js';
 import { ReferrersCatalogue } from '../store/referrers-catalogue.js';
-import type { AppEnv, PushHandler } from './app.js';
-import { API_VERSION_HEADER } from './responses.js';
+import type { AppEnv, PushHandler } from '../http/app.js';
+import { API_VERSION_HEADER } from '../http/responses.js';
 
 export interface PushApi {
   /** The hook `createApp` calls for writes, uploads and referrers of local repositories. */

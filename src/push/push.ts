@@ -15,9 +15,9 @@ import type { BlobStore } from '../store/blob-store.js';
 import type { Catalogue } from '../store/catalogue.js';
 import type { PushCatalogue } from '../store/push-catalogue.js';
 import type { Logger } from '../log.js';
-import { manifestRecord } from './records.js';
-import type { ReferrersService } from './referrers.js';
-import type { Route } from './routing.js';
+import { manifestRecord } from '../mirror/records.js';
+import type { ReferrersService } from '../mirror/referrers.js';
+import type { Route } from '../mirror/routing.js';
 
 /** Which children of a pushed image index must already be in the repository. */
 export type IndexChildrenPolicy = 'all' | 'none' | readonly string[];

@@ -3,8 +3,8 @@ import { OciError } from '../oci/errors.js';
 import { parseManifest } from '../oci/manifest.js';
 import { parsePlatform } from '../oci/platform.js';
 import { formatReference, parseImageReference } from '../oci/reference.js';
-import type { Mirror } from './mirror.js';
-import type { Route } from './routing.js';
+import type { Mirror } from '../mirror/mirror.js';
+import type { Route } from '../mirror/routing.js';
 
 export interface PrefetchProgress {
   ref: string;

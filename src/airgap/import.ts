@@ -13,8 +13,8 @@ import { formatPlatform, platformOfImageConfig } from '../oci/platform.js';
 import { isValidTag, parseImageReference } from '../oci/reference.js';
 import { DigestMismatchError, SizeMismatchError } from '../store/blob-store.js';
 import type { NewManifest } from '../store/catalogue.js';
-import type { Mirror } from './mirror.js';
-import { manifestRecord } from './records.js';
+import type { Mirror } from '../mirror/mirror.js';
+import { manifestRecord } from '../mirror/records.js';
 import {
   IMAGE_NAME_ANNOTATION,
   imageName,

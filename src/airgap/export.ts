@@ -11,7 +11,7 @@ import { MediaType } from '../oci/media-types.js';
 import { parsePlatform } from '../oci/platform.js';
 import { DigestMismatchError, SizeMismatchError } from '../store/blob-store.js';
 import type { ManifestRow } from '../store/catalogue.js';
-import type { Mirror } from './mirror.js';
+import type { Mirror } from '../mirror/mirror.js';
 import {
   hashCheck,
   IMAGE_NAME_ANNOTATION,

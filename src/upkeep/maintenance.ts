@@ -1,7 +1,7 @@
 import type { MirrorConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { applyGc, findRoots, planGc, pushedRepositories } from './gc.js';
-import type { Mirror } from './mirror.js';
+import type { Mirror } from '../mirror/mirror.js';
 import { prefetchImage, routeForReference } from './prefetch.js';
 
 const EVICTION_CHECK_MS = 60_000;
