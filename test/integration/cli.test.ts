@@ -5,14 +5,13 @@
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, unlink, utimes, writeFile, mkdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdtemp, readFile, readdir, unlink, utimes, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { formatBytes } from '../../src/commands/command.js';
 import { buildCli, runCli, writeConfigFile, type CliBuild } from '../support/cli.js';
-import { startCountingProxy, type CountingProxy } from '../support/counting-proxy.js';
+import { useFixture } from '../support/fixture.js';
 import {
   MEDIA_TYPES,
   fetchBlob,
@@ -23,10 +22,8 @@ import {
   sha256,
   tarWithOneFile,
   type PushedChild,
-  type PushedIndex,
 } from '../support/images.js';
 import { startTestMirror } from '../support/mirror.js';
-import { startRegistry, type RegistryHandle } from '../support/registry.js';
 import { skopeoCopyToDir } from '../support/skopeo.js';
 
 const PLATFORMS = ['linux/amd64', 'linux/arm64'];
@@ -108,13 +105,22 @@ interface LsEntry {
 const isArm64 = (p: string) => /^linux\/arm64(\/v8)?$/.test(p);
 
 describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
+  const fx = useFixture({
+    registry: true,
+    proxy: true,
+    images: async ({ registry }) => {
+      const shared = layer(6000);
+      // team/mainframe: a single-platform linux/s390x image, which prefetch must skip.
+      const [app, alpha, beta] = await Promise.all([
+        pushMultiPlatformImage(registry.url, 'library/app', '1.0', { attestations: true, layersPerImage: 2, layerSize: 3000 }),
+        pushSimpleImage(registry.url, 'team/alpha', '1', [shared, layer(5000)]),
+        pushSimpleImage(registry.url, 'team/beta', '1', [shared, layer(7000)]),
+        pushSinglePlatformImage(registry.url, 'team/mainframe', '1', { platform: 'linux/s390x' }),
+      ]);
+      return { app, alpha, beta, sharedLayer: shared.gz };
+    },
+  });
   let build: CliBuild;
-  let registry: RegistryHandle;
-  let proxy: CountingProxy;
-  let app: PushedIndex;
-  let alpha: SimpleImage;
-  let beta: SimpleImage;
-  let sharedLayer: Buffer;
   let work: string;
   let dataDir: string;
   let config: string;
@@ -127,17 +133,7 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
 
   beforeAll(async () => {
     const building = buildCli();
-    registry = await startRegistry();
-    proxy = await startCountingProxy(registry.url);
-    const shared = layer(6000);
-    sharedLayer = shared.gz;
-    // team/mainframe: a single-platform linux/s390x image, which prefetch must skip.
-    [app, alpha, beta] = await Promise.all([
-      pushMultiPlatformImage(registry.url, 'library/app', '1.0', { attestations: true, layersPerImage: 2, layerSize: 3000 }),
-      pushSimpleImage(registry.url, 'team/alpha', '1', [shared, layer(5000)]),
-      pushSimpleImage(registry.url, 'team/beta', '1', [shared, layer(7000)]),
-      pushSinglePlatformImage(registry.url, 'team/mainframe', '1', { platform: 'linux/s390x' }),
-    ]);
+    const { app } = fx.images;
     const allowedImages = app.children.filter((c) => !c.attestationFor && (c.platform?.architecture === 'amd64' || c.platform?.architecture === 'arm64'));
     const allowedDigests = new Set(allowedImages.map((c) => c.digest));
     appAllowedChildren = [...allowedImages, ...app.children.filter((c) => c.attestationFor && allowedDigests.has(c.attestationFor))];
@@ -153,28 +149,22 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     }
     appExcluded = appExcluded.filter((d) => !appContent.has(d));
     for (const [digest] of appContent) {
-      if (!upstreamBytes.has(digest)) upstreamBytes.set(digest, await fetchBlob(registry.url, 'library/app', digest));
+      if (!upstreamBytes.has(digest)) upstreamBytes.set(digest, await fetchBlob(fx.registry.url, 'library/app', digest));
     }
 
-    work = await mkdtemp(join(tmpdir(), 'sm-cli-'));
+    work = await fx.tempDir('sm-cli-');
     dataDir = join(work, 'data');
-    const base = { dataDir, upstreams: [{ url: proxy.url }], platforms: PLATFORMS, upstream: { attempts: 1 } };
+    const base = { dataDir, upstreams: [{ url: fx.proxy.url }], platforms: PLATFORMS, upstream: { attempts: 1 } };
     config = await writeConfigFile(join(work, 'mirror.config.mjs'), base);
     gcConfig = await writeConfigFile(join(work, 'gc.config.mjs'), { ...base, storage: { tagRetentionDays: 1 } });
     build = await building;
+    fx.defer(() => build.cleanup());
     if (build.diagnostics) console.warn(`tsc reported errors (emitted anyway):\n${build.diagnostics.slice(0, 2000)}`);
   }, 180_000);
 
-  afterAll(async () => {
-    await build?.cleanup();
-    await proxy?.stop();
-    await registry?.stop();
-    if (work) await rm(work, { recursive: true, force: true });
-  });
-
   const cli = (args: string[], cfg = config) => runCli(build, args, { config: cfg });
-  const appRef = () => `${proxy.host}/library/app:1.0`;
-  const appKey = () => `${proxy.host}/library/app`;
+  const appRef = () => `${fx.proxy.host}/library/app:1.0`;
+  const appKey = () => `${fx.proxy.host}/library/app`;
 
   it('--help works on every command (exit 0); no command, an unknown command or a bad option exit 2', async () => {
     const top = await runCli(build, ['--help']);
@@ -211,7 +201,7 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
   }, 60_000);
 
   it('prefetch fetches the index byte-exact, the allowed platforms with their attestations and blobs, and nothing else', async () => {
-    proxy.reset();
+    fx.proxy.reset();
     const r = await cli(['prefetch', appRef()]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const s = summary(r.stdout);
@@ -226,16 +216,16 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     expect(s['already present']).toBe('0 B');
     // Plain progress lines on a non-terminal, one per image.
     expect(r.stderr).toContain(appRef());
-    expect(r.stderr).toContain(app.digest);
+    expect(r.stderr).toContain(fx.images.app.digest);
     expect(r.stderr).not.toContain('\x1b[');
 
     // Upstream was asked once for each wanted piece, never for another platform's content.
     for (const digest of appContent.keys()) {
-      if (digest === app.digest) continue;
-      expect(proxy.count('GET', digest), `GET ${digest}\n${proxy.lines().join('\n')}`).toBe(1);
+      if (digest === fx.images.app.digest) continue;
+      expect(fx.proxy.count('GET', digest), `GET ${digest}\n${fx.proxy.lines().join('\n')}`).toBe(1);
     }
-    expect(proxy.count('GET', '/manifests/1.0')).toBe(1);
-    for (const digest of appExcluded) expect(proxy.count('*', digest), `excluded ${digest} requested`).toBe(0);
+    expect(fx.proxy.count('GET', '/manifests/1.0')).toBe(1);
+    for (const digest of appExcluded) expect(fx.proxy.count('*', digest), `excluded ${digest} requested`).toBe(0);
 
     // The store holds exactly those files, byte for byte as upstream has them.
     const stored = await storedDigests(dataDir);
@@ -246,8 +236,8 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
 
   it('prefetch --from-file reads a list (comments, blank lines) and counts a layer shared between images once', async () => {
     const list = join(work, 'images.txt');
-    await writeFile(list, `# images to carry into the air gap\n\n${proxy.host}/team/alpha:1   # base\r\n  ${proxy.host}/team/beta:1\n`);
-    proxy.reset();
+    await writeFile(list, `# images to carry into the air gap\n\n${fx.proxy.host}/team/alpha:1   # base\r\n  ${fx.proxy.host}/team/beta:1\n`);
+    fx.proxy.reset();
     const r = await cli(['prefetch', '--from-file', list]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const s = summary(r.stdout);
@@ -256,34 +246,34 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     expect.soft(s['platforms skipped']).toBe('- (not allowed)');
     const size = (img: SimpleImage) => img.bytes.length + img.config.length + img.layers.reduce((a, l) => a + l.length, 0);
     // The shared layer is fetched once (with alpha) and then found present (for beta).
-    expect.soft(s['bytes fetched']).toBe(formatBytes(size(alpha) + size(beta) - sharedLayer.length));
-    expect.soft(s['already present']).toBe(formatBytes(sharedLayer.length));
-    expect(proxy.count('GET', `/blobs/${sha256(sharedLayer)}`)).toBe(1);
-    for (const img of [alpha, beta]) {
+    expect.soft(s['bytes fetched']).toBe(formatBytes(size(fx.images.alpha) + size(fx.images.beta) - fx.images.sharedLayer.length));
+    expect.soft(s['already present']).toBe(formatBytes(fx.images.sharedLayer.length));
+    expect(fx.proxy.count('GET', `/blobs/${sha256(fx.images.sharedLayer)}`)).toBe(1);
+    for (const img of [fx.images.alpha, fx.images.beta]) {
       for (const b of [img.bytes, img.config, ...img.layers]) expect((await readFile(storePath(dataDir, sha256(b)))).equals(b)).toBe(true);
     }
   });
 
   it('re-running prefetch fetches nothing', async () => {
     const list = join(work, 'all.txt');
-    await writeFile(list, `${appRef()}\n${proxy.host}/library/app@${app.digest}\n${proxy.host}/team/alpha:1\n${proxy.host}/team/beta:1\n`);
-    proxy.reset();
+    await writeFile(list, `${appRef()}\n${fx.proxy.host}/library/app@${fx.images.app.digest}\n${fx.proxy.host}/team/alpha:1\n${fx.proxy.host}/team/beta:1\n`);
+    fx.proxy.reset();
     const r = await cli(['prefetch', '-f', list]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     const s = summary(r.stdout);
     expect(s.images).toBe('4 fetched');
     expect(s['bytes fetched']).toBe('0 B');
     expect(s['already present']).not.toBe('0 B');
-    expect(proxy.requests.filter((q) => q.method === 'GET'), proxy.lines().join('\n')).toEqual([]);
+    expect(fx.proxy.requests.filter((q) => q.method === 'GET'), fx.proxy.lines().join('\n')).toEqual([]);
   });
 
   it('prefetch: a missing tag or an offline mirror fail (exit 1); a single-platform image of another platform is skipped', async () => {
     const before = await storedDigests(dataDir);
     const [missingTag, offline, noList, s390x] = await Promise.all([
-      cli(['prefetch', `${proxy.host}/library/app:does-not-exist`]),
+      cli(['prefetch', `${fx.proxy.host}/library/app:does-not-exist`]),
       runCli(build, ['prefetch', appRef()], { config, env: { MIRROR_OFFLINE: '1' } }),
       cli(['prefetch', '--from-file', join(work, 'no-such-list.txt')]),
-      cli(['prefetch', `${proxy.host}/team/mainframe:1`]),
+      cli(['prefetch', `${fx.proxy.host}/team/mainframe:1`]),
     ]);
     expect(missingTag.code, missingTag.stdout + missingTag.stderr).toBe(1);
     expect(missingTag.stderr).toMatch(/does-not-exist\s+FAILED: /);
@@ -300,15 +290,15 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
   });
 
   it('a mirror started offline on the prefetched store serves skopeo pulls without upstream', async () => {
-    await proxy.down();
-    proxy.reset();
-    const m = await startTestMirror({ dataDir, offline: true, upstreams: [{ url: proxy.url }], platforms: PLATFORMS });
+    await fx.proxy.down();
+    fx.proxy.reset();
+    const m = await startTestMirror({ dataDir, offline: true, upstreams: [{ url: fx.proxy.url }], platforms: PLATFORMS });
     try {
       for (const arch of ['amd64', 'arm64'] as const) {
         const dest = await mkdtemp(join(work, 'pull-'));
         const r = await skopeoCopyToDir(`docker://${m.host}/library/app:1.0`, dest, { os: 'linux', arch });
         expect(r.code, r.stderr).toBe(0);
-        const child = app.children.find((c) => c.platform?.architecture === arch && !c.attestationFor)!;
+        const child = fx.images.app.children.find((c) => c.platform?.architecture === arch && !c.attestationFor)!;
         expect((await readFile(join(dest, 'manifest.json'))).equals(child.bytes)).toBe(true);
         for (const l of child.layers) expect(sha256(await readFile(join(dest, l.digest.slice(7))))).toBe(l.digest);
       }
@@ -317,13 +307,13 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
       expect(refused.stderr).toContain('linux/s390x');
     } finally {
       await m.stop();
-      await proxy.up();
+      await fx.proxy.up();
     }
-    expect(proxy.requests).toEqual([]);
+    expect(fx.proxy.requests).toEqual([]);
   });
 
   it('ls shows repository, tag, digest, platforms, not-mirrored platforms and size; --json for scripts', async () => {
-    const [table, json, teamJson] = await Promise.all([cli(['ls']), cli(['ls', '--json']), cli(['ls', `${proxy.host}/team`, '--json'])]);
+    const [table, json, teamJson] = await Promise.all([cli(['ls']), cli(['ls', '--json']), cli(['ls', `${fx.proxy.host}/team`, '--json'])]);
     expect(table.code, table.stderr).toBe(0);
     const lines = table.stdout.trimEnd().split('\n');
     expect(lines[0]).toMatch(/^REPOSITORY\s+TAG\s+DIGEST\s+PLATFORMS\s+NOT MIRRORED\s+SIZE$/);
@@ -332,7 +322,7 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     expect(appLine).toBeDefined();
     const cells = appLine.split(/\s{2,}/);
     expect(cells[1]).toBe('1.0');
-    expect(app.digest.startsWith(cells[2]!)).toBe(true);
+    expect(fx.images.app.digest.startsWith(cells[2]!)).toBe(true);
     expect(cells[3]!.split(',')).toHaveLength(2);
     expect(cells[4]).toBe('linux/386,linux/arm/v6,linux/arm/v7,linux/ppc64le,linux/s390x');
     const total = [...appContent.values()].reduce((a, b) => a + b, 0);
@@ -342,17 +332,17 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     const entries = JSON.parse(json.stdout) as LsEntry[];
     expect(entries).toHaveLength(3);
     const e = entries.find((x) => x.repository === appKey())!;
-    expect(e).toMatchObject({ tag: '1.0', digest: app.digest, kind: 'index', bytes: total });
+    expect(e).toMatchObject({ tag: '1.0', digest: fx.images.app.digest, kind: 'index', bytes: total });
     expect(e.platforms).toHaveLength(2);
     expect(e.platforms).toContain('linux/amd64');
     expect(e.platforms.some(isArm64)).toBe(true);
     expect(e.notMirrored).toEqual(['linux/386', 'linux/arm/v6', 'linux/arm/v7', 'linux/ppc64le', 'linux/s390x']);
 
     const team = JSON.parse(teamJson.stdout) as LsEntry[];
-    expect(team.map((x) => x.repository).sort()).toEqual([`${proxy.host}/team/alpha`, `${proxy.host}/team/beta`]);
+    expect(team.map((x) => x.repository).sort()).toEqual([`${fx.proxy.host}/team/alpha`, `${fx.proxy.host}/team/beta`]);
     const a = team.find((x) => x.repository.endsWith('/alpha'))!;
-    expect(a).toMatchObject({ tag: '1', digest: alpha.digest, kind: 'image', platforms: ['linux/amd64'], notMirrored: [] });
-    expect(a.bytes).toBe(alpha.bytes.length + alpha.config.length + alpha.layers.reduce((x, l) => x + l.length, 0));
+    expect(a).toMatchObject({ tag: '1', digest: fx.images.alpha.digest, kind: 'image', platforms: ['linux/amd64'], notMirrored: [] });
+    expect(a.bytes).toBe(fx.images.alpha.bytes.length + fx.images.alpha.config.length + fx.images.alpha.layers.reduce((x, l) => x + l.length, 0));
   });
 
   it('gc --dry-run reports and deletes nothing; gc then frees exactly that and keeps a layer shared with a still-tagged image', async () => {
@@ -368,7 +358,7 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     await writeFile(storePath(dataDir, strayDigest), stray);
     const hourAgo = new Date(Date.now() - 3_600_000);
     await utimes(storePath(dataDir, strayDigest), hourAgo, hourAgo);
-    const alphaKey = `${proxy.host}/team/alpha`;
+    const alphaKey = `${fx.proxy.host}/team/alpha`;
     const db = new Database(join(dataDir, 'mirror.db'));
     db.prepare('UPDATE manifests SET last_access = ? WHERE repo = ?').run(Date.now() - 3 * 86_400_000, alphaKey);
     db.close();
@@ -376,15 +366,15 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     const before = await storedDigests(dataDir);
     const dry = await cli(['gc', '--dry-run', '--grace-minutes', '0'], gcConfig);
     expect(dry.code, dry.stderr).toBe(0);
-    const alphaConfig = sha256(alpha.config);
-    const alphaOwn = sha256(alpha.layers[1]!);
-    const expectedBytes = alpha.bytes.length + alpha.config.length + alpha.layers[1]!.length + stray.length;
+    const alphaConfig = sha256(fx.images.alpha.config);
+    const alphaOwn = sha256(fx.images.alpha.layers[1]!);
+    const expectedBytes = fx.images.alpha.bytes.length + fx.images.alpha.config.length + fx.images.alpha.layers[1]!.length + stray.length;
     expect(dry.stdout).toContain(`would forget tag   ${alphaKey}:1`);
-    expect(dry.stdout).toContain(`would delete manifest ${alphaKey}@${alpha.digest}`);
+    expect(dry.stdout).toContain(`would delete manifest ${alphaKey}@${fx.images.alpha.digest}`);
     expect(dry.stdout).toContain(`would delete blob  ${alphaConfig}`);
     expect(dry.stdout).toContain(`would delete blob  ${alphaOwn}`);
     expect(dry.stdout).toContain(`would delete file  ${strayDigest} (1000 B)`);
-    expect(dry.stdout).not.toContain(sha256(sharedLayer));
+    expect(dry.stdout).not.toContain(sha256(fx.images.sharedLayer));
     expect(dry.stdout).toContain(`dry run: 1 tags, 1 manifests, 2 blobs, 1 stray files; would free ${formatBytes(expectedBytes)} (${expectedBytes} bytes)`);
     expect(await storedDigests(dataDir)).toEqual(before);
     const ro = new Database(join(dataDir, 'mirror.db'), { readonly: true });
@@ -395,20 +385,20 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     expect(real.code, real.stderr).toBe(0);
     expect(real.stdout).toContain(`removed 1 tags, 1 manifests, 2 blobs, 1 stray files; freed ${formatBytes(expectedBytes)} (${expectedBytes} bytes)`);
     const after = await storedDigests(dataDir);
-    for (const gone of [alpha.digest, alphaConfig, alphaOwn, strayDigest]) expect(after.has(gone), gone).toBe(false);
-    expect([...before].filter((d) => !after.has(d)).sort()).toEqual([alpha.digest, alphaConfig, alphaOwn, strayDigest].sort());
+    for (const gone of [fx.images.alpha.digest, alphaConfig, alphaOwn, strayDigest]) expect(after.has(gone), gone).toBe(false);
+    expect([...before].filter((d) => !after.has(d)).sort()).toEqual([fx.images.alpha.digest, alphaConfig, alphaOwn, strayDigest].sort());
     // beta keeps the layer it shares with alpha, and everything else.
-    for (const b of [beta.bytes, beta.config, ...beta.layers]) expect((await readFile(storePath(dataDir, sha256(b)))).equals(b)).toBe(true);
+    for (const b of [fx.images.beta.bytes, fx.images.beta.config, ...fx.images.beta.layers]) expect((await readFile(storePath(dataDir, sha256(b)))).equals(b)).toBe(true);
     const left = JSON.parse((await cli(['ls', '--json'])).stdout) as LsEntry[];
-    expect(left.map((x) => x.repository).sort()).toEqual([appKey(), `${proxy.host}/team/beta`]);
+    expect(left.map((x) => x.repository).sort()).toEqual([appKey(), `${fx.proxy.host}/team/beta`]);
 
     // And beta still pulls, offline, with the shared layer.
-    const m = await startTestMirror({ dataDir, offline: true, upstreams: [{ url: proxy.url }], platforms: PLATFORMS });
+    const m = await startTestMirror({ dataDir, offline: true, upstreams: [{ url: fx.proxy.url }], platforms: PLATFORMS });
     try {
       const dest = await mkdtemp(join(work, 'pull-'));
       const r = await skopeoCopyToDir(`docker://${m.host}/team/beta:1`, dest);
       expect(r.code, r.stderr).toBe(0);
-      expect((await readFile(join(dest, sha256(sharedLayer).slice(7)))).equals(sharedLayer)).toBe(true);
+      expect((await readFile(join(dest, sha256(fx.images.sharedLayer).slice(7)))).equals(fx.images.sharedLayer)).toBe(true);
     } finally {
       await m.stop();
     }
@@ -419,7 +409,7 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     expect(ok.code, ok.stdout + ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(/0 problem\(s\)/);
 
-    const amd64 = app.children.find((c) => c.platform?.architecture === 'amd64' && !c.attestationFor)!;
+    const amd64 = fx.images.app.children.find((c) => c.platform?.architecture === 'amd64' && !c.attestationFor)!;
     const victim = amd64.layers[0]!.digest;
     const original = upstreamBytes.get(victim)!;
     const damaged = Buffer.from(original);
@@ -442,8 +432,8 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     expect(existsSync(storePath(dataDir, victim))).toBe(false);
 
     // The next pull through the (online) mirror fetches that layer again, once, intact.
-    proxy.reset();
-    const m = await startTestMirror({ dataDir, upstreams: [{ url: proxy.url }], platforms: PLATFORMS });
+    fx.proxy.reset();
+    const m = await startTestMirror({ dataDir, upstreams: [{ url: fx.proxy.url }], platforms: PLATFORMS });
     try {
       const dest = await mkdtemp(join(work, 'pull-'));
       const r = await skopeoCopyToDir(`docker://${m.host}/library/app:1.0`, dest, { os: 'linux', arch: 'amd64' });
@@ -452,14 +442,14 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     } finally {
       await m.stop();
     }
-    expect(proxy.count('GET', `/blobs/${victim}`)).toBe(1);
+    expect(fx.proxy.count('GET', `/blobs/${victim}`)).toBe(1);
     expect((await readFile(storePath(dataDir, victim))).equals(original)).toBe(true);
     const clean = await cli(['verify']);
     expect(clean.code, clean.stdout).toBe(0);
   });
 
   it('verify reports a file deleted from blobs/ as missing-file and a stray non-digest name as bad-name; --repair fixes both', async () => {
-    const arm64 = app.children.find((c) => c.platform?.architecture === 'arm64' && !c.attestationFor)!;
+    const arm64 = fx.images.app.children.find((c) => c.platform?.architecture === 'arm64' && !c.attestationFor)!;
     await unlink(storePath(dataDir, arm64.configDigest));
     // Debris a crashed tool or an admin left inside blobs/: not a digest, never valid content.
     const junk = join(dataDir, 'blobs', 'sha256', 'ab', 'partial.download');

@@ -2,15 +2,15 @@
 // registry token flow with an in-process token server. Pulls work with the configured
 // credentials, fail clearly without them, tokens are cached per scope, and no credential or
 // upstream challenge ever reaches a client or the mirror's log.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { useFixture } from '../support/fixture.js';
 import { MANIFEST_ACCEPT, pushMultiPlatformImage, sha256, type PushedChild, type PushedIndex } from '../support/images.js';
-import { startRegistry, type BasicAuth, type RegistryHandle } from '../support/registry.js';
+import type { BasicAuth } from '../support/registry.js';
 import { skopeoCopyToDir } from '../support/skopeo.js';
 import { startTokenServer, type TokenServerHandle } from '../support/token-server.js';
-import { startTestMirror, type TestMirror } from '../support/mirror.js';
+import type { TestMirror } from '../support/mirror.js';
 
 const basicUser: BasicAuth = { username: 'alice', password: 'basic-Secret-7f3a9c' };
 const tokenUser: BasicAuth = { username: 'bob', password: 'token-Secret-2d8e41' };
@@ -31,13 +31,6 @@ async function request(url: string, method: 'GET' | 'HEAD' = 'GET'): Promise<Ans
   return { status: res.status, headers: res.headers, bytes };
 }
 
-const tempDirs: string[] = [];
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'core-auth-'));
-  tempDirs.push(dir);
-  return dir;
-}
-
 const arm64Of = (i: PushedIndex): PushedChild => i.children.find((c) => c.platform?.architecture === 'arm64' && !c.attestationFor)!;
 const amd64Of = (i: PushedIndex): PushedChild => i.children.find((c) => c.platform?.architecture === 'amd64' && !c.attestationFor)!;
 
@@ -47,18 +40,34 @@ function secretsOf(u: BasicAuth): string[] {
 }
 
 describe('upstream authentication', () => {
-  let basicRegistry: RegistryHandle;
+  // The token registry needs the token server's address, so it starts first (and stops last).
   let tokenServer: TokenServerHandle;
-  let tokenRegistry: RegistryHandle;
-  let basicImage: PushedIndex;
-  let tokenImage: PushedIndex;
-  const mirrors: TestMirror[] = [];
+  beforeAll(async () => {
+    tokenServer = await startTokenServer({ users: { [tokenUser.username]: tokenUser.password }, anonymousPull: false });
+  });
+  afterAll(async () => {
+    await tokenServer?.stop();
+  });
+
+  const fx = useFixture({
+    registries: () => ({ basic: { auth: { basic: [basicUser] } }, token: { auth: { token: tokenServer } } }),
+    images: async ({ registries }) => {
+      const opts = { platforms: ['linux/amd64', 'linux/arm64/v8', 'linux/s390x'], layersPerImage: 2 };
+      const [basicImage, tokenImage] = await Promise.all([
+        pushMultiPlatformImage(registries.basic.url, 'library/app', '1.0', { ...opts, auth: basicUser }),
+        pushMultiPlatformImage(registries.token.url, 'library/app', '1.0', { ...opts, auth: tokenUser }),
+      ]);
+      // The upstreams really refuse anonymous pulls.
+      expect((await fetch(`${registries.basic.url}/v2/library/app/manifests/1.0`)).status).toBe(401);
+      expect((await fetch(`${registries.token.url}/v2/library/app/manifests/1.0`)).status).toBe(401);
+      return { basicImage, tokenImage };
+    },
+  });
+  const tempDir = () => fx.tempDir('core-auth-');
   const skopeoOutput: string[] = [];
 
   async function mirrorFor(url: string, creds?: BasicAuth): Promise<TestMirror> {
-    const m = await startTestMirror({ upstreams: [{ url, ...(creds ? { username: creds.username, password: creds.password } : {}) }], upstream: { attempts: 1 } });
-    mirrors.push(m);
-    return m;
+    return fx.startMirror({ upstreams: [{ url, ...(creds ? { username: creds.username, password: creds.password } : {}) }], upstream: { attempts: 1 } });
   }
 
   async function pull(m: TestMirror, index: PushedIndex, arch: 'amd64' | 'arm64'): Promise<void> {
@@ -85,40 +94,17 @@ describe('upstream authentication', () => {
     }
   }
 
-  beforeAll(async () => {
-    tokenServer = await startTokenServer({ users: { [tokenUser.username]: tokenUser.password }, anonymousPull: false });
-    [basicRegistry, tokenRegistry] = await Promise.all([
-      startRegistry({ auth: { basic: [basicUser] } }),
-      startRegistry({ auth: { token: tokenServer } }),
-    ]);
-    const opts = { platforms: ['linux/amd64', 'linux/arm64/v8', 'linux/s390x'], layersPerImage: 2 };
-    [basicImage, tokenImage] = await Promise.all([
-      pushMultiPlatformImage(basicRegistry.url, 'library/app', '1.0', { ...opts, auth: basicUser }),
-      pushMultiPlatformImage(tokenRegistry.url, 'library/app', '1.0', { ...opts, auth: tokenUser }),
-    ]);
-    // The upstreams really refuse anonymous pulls.
-    expect((await fetch(`${basicRegistry.url}/v2/library/app/manifests/1.0`)).status).toBe(401);
-    expect((await fetch(`${tokenRegistry.url}/v2/library/app/manifests/1.0`)).status).toBe(401);
-  });
-
-  afterAll(async () => {
-    await Promise.all(mirrors.map((m) => m.stop({ removeData: true })));
-    await Promise.all([basicRegistry?.stop(), tokenRegistry?.stop()]);
-    await tokenServer?.stop();
-    await Promise.all(tempDirs.map((d) => rm(d, { recursive: true, force: true })));
-  });
-
   describe('basic auth upstream', () => {
     it('pulls through with the configured username and password', async () => {
-      const m = await mirrorFor(basicRegistry.url, basicUser);
-      await pull(m, basicImage, 'arm64');
+      const m = await mirrorFor(fx.registries.basic.url, basicUser);
+      await pull(m, fx.images.basicImage, 'arm64');
       const index = await request(`${m.url}/v2/library/app/manifests/1.0`);
       expect(index.status).toBe(200);
-      expect(index.bytes.equals(basicImage.bytes)).toBe(true);
+      expect(index.bytes.equals(fx.images.basicImage.bytes)).toBe(true);
     });
 
     it('without credentials the client gets a clear 401/403 OCI error, not the upstream challenge', async () => {
-      const m = await mirrorFor(basicRegistry.url);
+      const m = await mirrorFor(fx.registries.basic.url);
       for (const method of ['GET', 'HEAD'] as const) {
         const r = await request(`${m.url}/v2/library/app/manifests/1.0`, method);
         if (method === 'GET') expectRefused(r, 'manifest');
@@ -132,7 +118,7 @@ describe('upstream authentication', () => {
     });
 
     it('with a wrong password the client gets the same kind of error', async () => {
-      const m = await mirrorFor(basicRegistry.url, { username: basicUser.username, password: 'wrong-Password-99' });
+      const m = await mirrorFor(fx.registries.basic.url, { username: basicUser.username, password: 'wrong-Password-99' });
       expectRefused(await request(`${m.url}/v2/library/app/manifests/1.0`), 'wrong password');
       expect(m.logs.join('')).not.toContain('wrong-Password-99');
     });
@@ -140,9 +126,9 @@ describe('upstream authentication', () => {
 
   describe('token auth upstream', () => {
     it('pulls through with credentials, asks for scoped tokens with them, and reuses the cached token', async () => {
-      const m = await mirrorFor(tokenRegistry.url, tokenUser);
+      const m = await mirrorFor(fx.registries.token.url, tokenUser);
       tokenServer.requests.length = 0;
-      await pull(m, tokenImage, 'arm64');
+      await pull(m, fx.images.tokenImage, 'arm64');
       const first = [...tokenServer.requests];
       expect(first.length).toBeGreaterThanOrEqual(1);
       for (const t of first) {
@@ -156,12 +142,12 @@ describe('upstream authentication', () => {
       expect(first).toHaveLength(1);
 
       // A second pull (another platform, so the mirror has to go upstream again) reuses the token.
-      await pull(m, tokenImage, 'amd64');
+      await pull(m, fx.images.tokenImage, 'amd64');
       expect(tokenServer.requests).toHaveLength(first.length);
     });
 
     it('without credentials the client gets a clear 401/403 OCI error, not the upstream challenge', async () => {
-      const m = await mirrorFor(tokenRegistry.url);
+      const m = await mirrorFor(fx.registries.token.url);
       const r = await request(`${m.url}/v2/library/app/manifests/1.0`);
       expectRefused(r, 'token registry, anonymous');
       expect(r.headers.get('www-authenticate') ?? '').not.toMatch(/bearer/i);
@@ -174,9 +160,9 @@ describe('upstream authentication', () => {
 
   it('never shows credentials in any response, in skopeo output or in the mirror logs', () => {
     expect(seen.length).toBeGreaterThan(0);
-    expect(mirrors.length).toBeGreaterThanOrEqual(5);
+    expect(fx.mirrors.length).toBeGreaterThanOrEqual(5);
     const responses = seen.map((s) => `${s.headers}\n${s.body}`).join('\n');
-    const logs = mirrors.flatMap((m) => m.logs).join('');
+    const logs = fx.mirrors.flatMap((m) => m.logs).join('');
     expect(logs.length).toBeGreaterThan(0);
     const output = skopeoOutput.join('\n');
     for (const secret of [...secretsOf(basicUser), ...secretsOf(tokenUser)]) {

@@ -3,11 +3,11 @@
 // `library/` prefix). A registry that is not configured gets NAME_UNKNOWN and no connection at all.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { useFixture } from '../support/fixture.js';
 import { MANIFEST_ACCEPT, pushMultiPlatformImage, putManifest, sha256, type PushedIndex } from '../support/images.js';
-import { startRegistry, type RegistryHandle } from '../support/registry.js';
 import { skopeoInspectRaw } from '../support/skopeo.js';
-import { startTestMirror, type TestMirror } from '../support/mirror.js';
+import type { TestMirror } from '../support/mirror.js';
 import { startFakeUpstream } from '../support/fake-upstream.js';
 
 interface Answer {
@@ -51,15 +51,28 @@ async function startTrap(): Promise<{ port: number; connections: () => number; s
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('routing to upstreams', () => {
-  let regA: RegistryHandle;
-  let regB: RegistryHandle;
-  let mirror: TestMirror;
+  const fx = useFixture({
+    registries: { a: {}, b: {} },
+    images: async ({ registries: { a, b } }) => {
+      const two = { platforms: ['linux/amd64', 'linux/arm64'] };
+      const [alpineA, alpineB, appA, appB] = await Promise.all([
+        pushMultiPlatformImage(a.url, 'library/alpine', '3.20', two),
+        pushMultiPlatformImage(b.url, 'library/alpine', '3.20', { ...two, format: 'docker' }),
+        pushMultiPlatformImage(a.url, 'team/app', '1', two),
+        pushMultiPlatformImage(b.url, 'team/app', '1', two),
+      ]);
+      // B also has a single-name repository `alpine`, distinct from its `library/alpine`.
+      const alpineBare = await pushMultiPlatformImage(b.url, 'alpine', 'bare', two);
+      await putManifest(b.url, 'alpine', '3.20', alpineBare.bytes, alpineBare.mediaType);
+      return { alpineA, alpineB, appA, appB, alpineBare };
+    },
+    mirror: ({ registries: { a, b } }) => ({ upstreams: [{ url: a.url, libraryPrefix: true }, { url: b.url }] }),
+  });
   let trap: Awaited<ReturnType<typeof startTrap>>;
-  let alpineA: PushedIndex;
-  let alpineB: PushedIndex;
-  let appA: PushedIndex;
-  let appB: PushedIndex;
-  const extra: TestMirror[] = [];
+  beforeAll(async () => {
+    trap = await startTrap();
+    fx.defer(() => trap.stop());
+  });
 
   const manifest = (m: TestMirror, name: string, ref: string, ns?: string): string =>
     `${m.url}/v2/${name}/manifests/${ref}${ns === undefined ? '' : `?ns=${encodeURIComponent(ns)}`}`;
@@ -72,87 +85,62 @@ describe('routing to upstreams', () => {
     expect(r.headers.get('oci-namespace')).toBe(namespace);
   }
 
-  beforeAll(async () => {
-    [regA, regB, trap] = await Promise.all([startRegistry(), startRegistry(), startTrap()]);
-    const two = { platforms: ['linux/amd64', 'linux/arm64'] };
-    [alpineA, alpineB, appA, appB] = await Promise.all([
-      pushMultiPlatformImage(regA.url, 'library/alpine', '3.20', two),
-      pushMultiPlatformImage(regB.url, 'library/alpine', '3.20', { ...two, format: 'docker' }),
-      pushMultiPlatformImage(regA.url, 'team/app', '1', two),
-      pushMultiPlatformImage(regB.url, 'team/app', '1', two),
-    ]);
-    // B also has a single-name repository `alpine`, distinct from its `library/alpine`.
-    const bare = await pushMultiPlatformImage(regB.url, 'alpine', 'bare', two);
-    await putManifest(regB.url, 'alpine', '3.20', bare.bytes, bare.mediaType);
-    alpineBare = bare;
-    mirror = await startTestMirror({ upstreams: [{ url: regA.url, libraryPrefix: true }, { url: regB.url }] });
-  });
-  let alpineBare: PushedIndex;
-
-  afterAll(async () => {
-    await Promise.all(extra.map((m) => m.stop({ removeData: true })));
-    await mirror?.stop({ removeData: true });
-    await Promise.all([regA?.stop(), regB?.stop(), trap?.stop()]);
-  });
-
   it('routes ?ns=<host:port> (URL-encoded) to each upstream and echoes it in OCI-Namespace', async () => {
-    await expectServes(manifest(mirror, 'team/app', '1', regA.host), appA, regA.host);
-    await expectServes(manifest(mirror, 'team/app', '1', regB.host), appB, regB.host);
-    await expectServes(manifest(mirror, 'library/alpine', '3.20', regB.host), alpineB, regB.host);
+    await expectServes(manifest(fx.mirror, 'team/app', '1', fx.registries.a.host), fx.images.appA, fx.registries.a.host);
+    await expectServes(manifest(fx.mirror, 'team/app', '1', fx.registries.b.host), fx.images.appB, fx.registries.b.host);
+    await expectServes(manifest(fx.mirror, 'library/alpine', '3.20', fx.registries.b.host), fx.images.alpineB, fx.registries.b.host);
     // The same repository name at two upstreams stays two repositories in the store.
-    await expectServes(manifest(mirror, 'team/app', '1', regA.host), appA, regA.host);
+    await expectServes(manifest(fx.mirror, 'team/app', '1', fx.registries.a.host), fx.images.appA, fx.registries.a.host);
     // Blobs follow the same route.
-    const layer = appB.children[0]!.layers[0]!.digest;
-    await request(`${mirror.url}/v2/team/app/manifests/${appB.children[0]!.digest}?ns=${encodeURIComponent(regB.host)}`);
-    const blob = await request(`${mirror.url}/v2/team/app/blobs/${layer}?ns=${encodeURIComponent(regB.host)}`);
+    const layer = fx.images.appB.children[0]!.layers[0]!.digest;
+    await request(`${fx.mirror.url}/v2/team/app/manifests/${fx.images.appB.children[0]!.digest}?ns=${encodeURIComponent(fx.registries.b.host)}`);
+    const blob = await request(`${fx.mirror.url}/v2/team/app/blobs/${layer}?ns=${encodeURIComponent(fx.registries.b.host)}`);
     expect(blob.status, blob.bytes.toString()).toBe(200);
     expect(sha256(blob.bytes)).toBe(layer);
-    expect(blob.headers.get('oci-namespace')).toBe(regB.host);
+    expect(blob.headers.get('oci-namespace')).toBe(fx.registries.b.host);
   });
 
   it('routes a /v2/<host:port>/<repo>/ path prefix (podman, CRI-O) to that upstream', async () => {
-    await expectServes(manifest(mirror, `${regB.host}/team/app`, '1'), appB, regB.host);
-    await expectServes(manifest(mirror, `${regA.host}/team/app`, '1'), appA, regA.host);
-    await expectServes(manifest(mirror, `${regB.host}/library/alpine`, '3.20'), alpineB, regB.host);
+    await expectServes(manifest(fx.mirror, `${fx.registries.b.host}/team/app`, '1'), fx.images.appB, fx.registries.b.host);
+    await expectServes(manifest(fx.mirror, `${fx.registries.a.host}/team/app`, '1'), fx.images.appA, fx.registries.a.host);
+    await expectServes(manifest(fx.mirror, `${fx.registries.b.host}/library/alpine`, '3.20'), fx.images.alpineB, fx.registries.b.host);
   });
 
   it('routes an alias as ?ns= and as a path prefix, as podman and skopeo write it', async () => {
-    const m = await startTestMirror({ upstreams: [{ url: regA.url }, { url: regB.url, aliases: ['registry-b.example'] }] });
-    extra.push(m);
-    await expectServes(manifest(m, 'team/app', '1', 'registry-b.example'), appB, 'registry-b.example');
-    await expectServes(manifest(m, 'registry-b.example/team/app', '1'), appB, 'registry-b.example');
-    await expectServes(manifest(m, 'team/app', '1', regB.host), appB, regB.host);
-    await expectServes(manifest(m, 'team/app', '1'), appA, regA.host);
+    const m = await fx.startMirror({ upstreams: [{ url: fx.registries.a.url }, { url: fx.registries.b.url, aliases: ['registry-b.example'] }] });
+    await expectServes(manifest(m, 'team/app', '1', 'registry-b.example'), fx.images.appB, 'registry-b.example');
+    await expectServes(manifest(m, 'registry-b.example/team/app', '1'), fx.images.appB, 'registry-b.example');
+    await expectServes(manifest(m, 'team/app', '1', fx.registries.b.host), fx.images.appB, fx.registries.b.host);
+    await expectServes(manifest(m, 'team/app', '1'), fx.images.appA, fx.registries.a.host);
     // A reference cannot carry host:port inside its path, but an alias it can.
     const raw = await skopeoInspectRaw(`docker://${m.host}/registry-b.example/team/app:1`);
-    expect(raw.equals(appB.bytes)).toBe(true);
+    expect(raw.equals(fx.images.appB.bytes)).toBe(true);
   });
 
   it('sends requests that name no registry to the default upstream', async () => {
-    await expectServes(manifest(mirror, 'team/app', '1'), appA, regA.host);
-    const m = await startTestMirror({ upstreams: [{ url: regA.url }, { url: regB.url }], defaultUpstream: regB.host });
-    extra.push(m);
-    await expectServes(manifest(m, 'team/app', '1'), appB, regB.host);
-    await expectServes(manifest(m, 'library/alpine', '3.20'), alpineB, regB.host);
+    await expectServes(manifest(fx.mirror, 'team/app', '1'), fx.images.appA, fx.registries.a.host);
+    const m = await fx.startMirror({ upstreams: [{ url: fx.registries.a.url }, { url: fx.registries.b.url }], defaultUpstream: fx.registries.b.host });
+    await expectServes(manifest(m, 'team/app', '1'), fx.images.appB, fx.registries.b.host);
+    await expectServes(manifest(m, 'library/alpine', '3.20'), fx.images.alpineB, fx.registries.b.host);
   });
 
   it('adds library/ to single-name repositories for an upstream with libraryPrefix', async () => {
-    await expectServes(manifest(mirror, 'alpine', '3.20'), alpineA, regA.host);
-    await expectServes(manifest(mirror, 'alpine', '3.20', regA.host), alpineA, regA.host);
-    await expectServes(manifest(mirror, `${regA.host}/alpine`, '3.20'), alpineA, regA.host);
+    await expectServes(manifest(fx.mirror, 'alpine', '3.20'), fx.images.alpineA, fx.registries.a.host);
+    await expectServes(manifest(fx.mirror, 'alpine', '3.20', fx.registries.a.host), fx.images.alpineA, fx.registries.a.host);
+    await expectServes(manifest(fx.mirror, `${fx.registries.a.host}/alpine`, '3.20'), fx.images.alpineA, fx.registries.a.host);
     // B has no library prefix: `alpine` there is its own repository.
-    await expectServes(manifest(mirror, 'alpine', '3.20', regB.host), alpineBare, regB.host);
-    const raw = await skopeoInspectRaw(`docker://${mirror.host}/alpine:3.20`);
-    expect(raw.equals(alpineA.bytes)).toBe(true);
+    await expectServes(manifest(fx.mirror, 'alpine', '3.20', fx.registries.b.host), fx.images.alpineBare, fx.registries.b.host);
+    const raw = await skopeoInspectRaw(`docker://${fx.mirror.host}/alpine:3.20`);
+    expect(raw.equals(fx.images.alpineA.bytes)).toBe(true);
   });
 
   it('answers an unconfigured registry with 404 NAME_UNKNOWN and a clear message', async () => {
     const cases = [
-      manifest(mirror, 'library/alpine', '3.20', 'evil.example.com:1234'),
-      manifest(mirror, 'evil.example.com/library/alpine', '3.20'),
-      manifest(mirror, 'evil.example.com:1234/library/alpine', '3.20'),
-      `${mirror.url}/v2/library/alpine/blobs/${alpineA.children[0]!.layers[0]!.digest}?ns=evil.example.com%3A1234`,
-      `${mirror.url}/v2/library/alpine/tags/list?ns=evil.example.com%3A1234`,
+      manifest(fx.mirror, 'library/alpine', '3.20', 'evil.example.com:1234'),
+      manifest(fx.mirror, 'evil.example.com/library/alpine', '3.20'),
+      manifest(fx.mirror, 'evil.example.com:1234/library/alpine', '3.20'),
+      `${fx.mirror.url}/v2/library/alpine/blobs/${fx.images.alpineA.children[0]!.layers[0]!.digest}?ns=evil.example.com%3A1234`,
+      `${fx.mirror.url}/v2/library/alpine/tags/list?ns=evil.example.com%3A1234`,
     ];
     for (const url of cases) {
       for (const method of ['GET', 'HEAD'] as const) {
@@ -163,25 +151,25 @@ describe('routing to upstreams', () => {
         expect(e.code).toBe('NAME_UNKNOWN');
         expect(e.message).toMatch(/evil\.example\.com/);
         expect(e.message).toContain('not mirrored here');
-        expect(e.message).toContain(regA.host);
-        expect(e.message).toContain(regB.host);
+        expect(e.message).toContain(fx.registries.a.host);
+        expect(e.message).toContain(fx.registries.b.host);
       }
     }
   });
 
   it('never connects to a registry it is not configured for', async () => {
     const target = `127.0.0.1:${trap.port}`;
-    const digest = alpineA.children[0]!.layers[0]!.digest;
+    const digest = fx.images.alpineA.children[0]!.layers[0]!.digest;
     const urls = [
-      manifest(mirror, 'library/alpine', '3.20', target),
-      manifest(mirror, 'library/alpine', alpineA.digest, target),
-      `${mirror.url}/v2/library/alpine/blobs/${digest}?ns=${encodeURIComponent(target)}`,
-      `${mirror.url}/v2/library/alpine/tags/list?ns=${encodeURIComponent(target)}`,
-      `${mirror.url}/v2/library/alpine/manifests/3.20?ns=${target}`,
-      `${mirror.url}/v2/library/alpine/manifests/3.20?ns=localhost%3A${trap.port}`,
-      manifest(mirror, `${target}/library/alpine`, '3.20'),
-      manifest(mirror, `localhost:${trap.port}/library/alpine`, '3.20'),
-      `${mirror.url}/v2/${target}/library/alpine/blobs/${digest}`,
+      manifest(fx.mirror, 'library/alpine', '3.20', target),
+      manifest(fx.mirror, 'library/alpine', fx.images.alpineA.digest, target),
+      `${fx.mirror.url}/v2/library/alpine/blobs/${digest}?ns=${encodeURIComponent(target)}`,
+      `${fx.mirror.url}/v2/library/alpine/tags/list?ns=${encodeURIComponent(target)}`,
+      `${fx.mirror.url}/v2/library/alpine/manifests/3.20?ns=${target}`,
+      `${fx.mirror.url}/v2/library/alpine/manifests/3.20?ns=localhost%3A${trap.port}`,
+      manifest(fx.mirror, `${target}/library/alpine`, '3.20'),
+      manifest(fx.mirror, `localhost:${trap.port}/library/alpine`, '3.20'),
+      `${fx.mirror.url}/v2/${target}/library/alpine/blobs/${digest}`,
     ];
     for (const url of urls) {
       for (const method of ['GET', 'HEAD'] as const) {
@@ -201,8 +189,7 @@ describe('routing to upstreams', () => {
     try {
       const img = fake.addImage('team/app', 't1');
       for (const t of ['t2', 't3', 't4']) fake.tag('team/app', t, img.digest);
-      const m = await startTestMirror({ upstreams: [{ url: regA.url }, { url: fake.url }] });
-      extra.push(m);
+      const m = await fx.startMirror({ upstreams: [{ url: fx.registries.a.url }, { url: fake.url }] });
       const ns = encodeURIComponent(fake.host);
       const first = await request(`${m.url}/v2/team/app/tags/list?n=2&ns=${ns}`);
       expect(first.status, first.bytes.toString()).toBe(200);

@@ -1,16 +1,14 @@
 // Tags against a real upstream behind a counting proxy: TTL and HEAD revalidation, a long TTL that
 // never asks upstream, stale-if-error when upstream is down, offline mode on the same store, and
 // the tag list with n/last pagination (passed through, and from the store when upstream is down).
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCountingProxy, type CountingProxy } from '../support/counting-proxy.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { startFakeUpstream } from '../support/fake-upstream.js';
+import { useFixture } from '../support/fixture.js';
 import { MANIFEST_ACCEPT, pushMultiPlatformImage, putManifest, sha256, type PushedChild, type PushedIndex } from '../support/images.js';
-import { startRegistry, type RegistryHandle } from '../support/registry.js';
 import { skopeoCopyToDir } from '../support/skopeo.js';
-import { startTestMirror, type TestMirror } from '../support/mirror.js';
+import type { TestMirror } from '../support/mirror.js';
 import type { MirrorConfigInput } from '../../src/config/schema.js';
 
 interface Answer {
@@ -37,26 +35,16 @@ interface TagPage {
 const TWO = ['linux/amd64', 'linux/arm64'];
 const amd64Of = (i: PushedIndex): PushedChild => i.children.find((c) => c.platform?.architecture === 'amd64')!;
 
-const tempDirs: string[] = [];
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'core-tags-'));
-  tempDirs.push(dir);
-  return dir;
-}
-
 describe('tags', () => {
-  let registry: RegistryHandle;
-  let proxy: CountingProxy;
-  const mirrors: TestMirror[] = [];
+  const fx = useFixture({ registry: true, proxy: true });
+  const tempDir = () => fx.tempDir('core-tags-');
 
   async function mirrorWith(config: Partial<MirrorConfigInput>): Promise<TestMirror> {
-    const m = await startTestMirror({ upstreams: [{ url: proxy.url }], upstream: { attempts: 1 }, ...config });
-    mirrors.push(m);
-    return m;
+    return fx.startMirror({ upstreams: [{ url: fx.proxy.url }], upstream: { attempts: 1 }, ...config });
   }
   const manifestUrl = (m: TestMirror, repo: string, ref: string): string => `${m.url}/v2/${repo}/manifests/${ref}`;
   /** The proxy's log for one repository, as `METHOD /path` lines. */
-  const upstreamSaw = (repo: string): string[] => proxy.lines().filter((l) => l.includes(`/v2/${repo}/`));
+  const upstreamSaw = (repo: string): string[] => fx.proxy.lines().filter((l) => l.includes(`/v2/${repo}/`));
 
   async function expectServes(m: TestMirror, repo: string, ref: string, want: { bytes: Buffer; digest: string }, method: 'GET' | 'HEAD' = 'GET'): Promise<void> {
     const r = await request(manifestUrl(m, repo, ref), method);
@@ -66,48 +54,36 @@ describe('tags', () => {
     else expect(r.bytes.length).toBe(0);
   }
 
-  beforeAll(async () => {
-    registry = await startRegistry();
-    proxy = await startCountingProxy(registry.url);
-  });
-
-  afterAll(async () => {
-    await Promise.all(mirrors.map((m) => m.stop({ removeData: true })));
-    await proxy?.stop();
-    await registry?.stop();
-    await Promise.all(tempDirs.map((d) => rm(d, { recursive: true, force: true })));
-  });
-
   it('with ttlSeconds 0 revalidates with a HEAD only, and follows a moved tag', async () => {
-    const v1 = await pushMultiPlatformImage(registry.url, 'tags/ttl', 'latest', { platforms: TWO });
+    const v1 = await pushMultiPlatformImage(fx.registry.url, 'tags/ttl', 'latest', { platforms: TWO });
     const m = await mirrorWith({ tags: { ttlSeconds: 0 } });
     await expectServes(m, 'tags/ttl', 'latest', v1);
 
-    proxy.reset();
+    fx.proxy.reset();
     await expectServes(m, 'tags/ttl', 'latest', v1);
     expect(upstreamSaw('tags/ttl')).toEqual(['HEAD /v2/tags/ttl/manifests/latest']);
-    proxy.reset();
+    fx.proxy.reset();
     await expectServes(m, 'tags/ttl', 'latest', v1, 'HEAD');
     expect(upstreamSaw('tags/ttl')).toEqual(['HEAD /v2/tags/ttl/manifests/latest']);
 
-    const v2 = await pushMultiPlatformImage(registry.url, 'tags/ttl', 'latest', { platforms: TWO });
+    const v2 = await pushMultiPlatformImage(fx.registry.url, 'tags/ttl', 'latest', { platforms: TWO });
     expect(v2.digest).not.toBe(v1.digest);
-    proxy.reset();
+    fx.proxy.reset();
     await expectServes(m, 'tags/ttl', 'latest', v2);
     expect(upstreamSaw('tags/ttl')).toEqual(['HEAD /v2/tags/ttl/manifests/latest', 'GET /v2/tags/ttl/manifests/latest']);
 
     // The old index stays addressable by digest, from the store.
-    proxy.reset();
+    fx.proxy.reset();
     await expectServes(m, 'tags/ttl', v1.digest, v1);
     expect(upstreamSaw('tags/ttl')).toEqual([]);
   });
 
   it('with a long TTL serves the cached digest without contacting upstream', async () => {
-    const v1 = await pushMultiPlatformImage(registry.url, 'tags/long', 'latest', { platforms: TWO });
+    const v1 = await pushMultiPlatformImage(fx.registry.url, 'tags/long', 'latest', { platforms: TWO });
     const m = await mirrorWith({ tags: { ttlSeconds: 3600 } });
     await expectServes(m, 'tags/long', 'latest', v1);
-    await pushMultiPlatformImage(registry.url, 'tags/long', 'latest', { platforms: TWO });
-    proxy.reset();
+    await pushMultiPlatformImage(fx.registry.url, 'tags/long', 'latest', { platforms: TWO });
+    fx.proxy.reset();
     await expectServes(m, 'tags/long', 'latest', v1);
     await expectServes(m, 'tags/long', 'latest', v1, 'HEAD');
     expect(upstreamSaw('tags/long')).toEqual([]);
@@ -118,12 +94,12 @@ describe('tags', () => {
     let image: PushedIndex;
 
     it('serves the cached tag, digest and blobs when upstream is down (stale-if-error) and logs a warning', async () => {
-      image = await pushMultiPlatformImage(registry.url, 'tags/stale', 'latest', { platforms: TWO, layersPerImage: 2 });
+      image = await pushMultiPlatformImage(fx.registry.url, 'tags/stale', 'latest', { platforms: TWO, layersPerImage: 2 });
       stale = await mirrorWith({ tags: { ttlSeconds: 0 } });
       const first = await skopeoCopyToDir(`docker://${stale.host}/tags/stale:latest`, await tempDir(), { os: 'linux', arch: 'amd64' });
       expect(first.code, first.stderr).toBe(0);
 
-      await proxy.down();
+      await fx.proxy.down();
       try {
         const warningsBefore = stale.logs.filter((l) => l.includes('"level":"warn"')).length;
         await expectServes(stale, 'tags/stale', 'latest', image);
@@ -144,7 +120,7 @@ describe('tags', () => {
         expect(warnings.length).toBeGreaterThan(warningsBefore);
         expect(warnings.some((l) => l.includes('stale-if-error') && l.includes('tags/stale'))).toBe(true);
       } finally {
-        await proxy.up();
+        await fx.proxy.up();
       }
     });
 
@@ -152,7 +128,7 @@ describe('tags', () => {
       const dataDir = stale.dataDir;
       await stale.stop();
       const m = await mirrorWith({ dataDir, offline: true, tags: { ttlSeconds: 0 } });
-      proxy.reset();
+      fx.proxy.reset();
 
       await expectServes(m, 'tags/stale', 'latest', image);
       await expectServes(m, 'tags/stale', image.digest, image, 'HEAD');
@@ -178,7 +154,7 @@ describe('tags', () => {
       expect(tags.status).toBe(200);
       expect((JSON.parse(tags.bytes.toString()) as TagPage).tags).toEqual(['latest']);
 
-      expect(proxy.lines()).toEqual([]);
+      expect(fx.proxy.lines()).toEqual([]);
     });
   });
 
@@ -188,8 +164,8 @@ describe('tags', () => {
     let image: PushedIndex;
 
     beforeAll(async () => {
-      image = await pushMultiPlatformImage(registry.url, 'tags/list', 'c3', { platforms: TWO });
-      for (const t of ['e5', 'a1', 'd4', 'b2']) await putManifest(registry.url, 'tags/list', t, image.bytes, image.mediaType);
+      image = await pushMultiPlatformImage(fx.registry.url, 'tags/list', 'c3', { platforms: TWO });
+      for (const t of ['e5', 'a1', 'd4', 'b2']) await putManifest(fx.registry.url, 'tags/list', t, image.bytes, image.mediaType);
       m = await mirrorWith({});
     });
 
@@ -229,8 +205,7 @@ describe('tags', () => {
       try {
         const img = fake.addImage('team/app', 't1');
         for (const t of ['t2', 't3', 't4', 't5']) fake.tag('team/app', t, img.digest);
-        const f = await startTestMirror({ upstreams: [{ url: fake.url }] });
-        mirrors.push(f);
+        const f = await fx.startMirror({ upstreams: [{ url: fake.url }] });
         const r = await request(`${f.url}/v2/team/app/tags/list?n=2&last=t1`);
         expect(r.status).toBe(200);
         expect((JSON.parse(r.bytes.toString()) as TagPage).tags).toEqual(['t2', 't3']);
@@ -243,7 +218,7 @@ describe('tags', () => {
 
     it('falls back to the stored tags when upstream is down', async () => {
       for (const t of ['a1', 'b2', 'd4']) expect((await request(manifestUrl(m, 'tags/list', t))).status).toBe(200);
-      await proxy.down();
+      await fx.proxy.down();
       try {
         const all = await page(`${m.url}/v2/tags/list/tags/list`);
         expect(all.body).toEqual({ name: 'tags/list', tags: ['a1', 'b2', 'd4'] });
@@ -254,7 +229,7 @@ describe('tags', () => {
         expect(p2.link).toBeNull();
         expect(m.logs.some((l) => l.includes('"level":"warn"') && l.includes('tags/list'))).toBe(true);
       } finally {
-        await proxy.up();
+        await fx.proxy.up();
       }
     });
   });

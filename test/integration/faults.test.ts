@@ -8,34 +8,23 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { get, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { MirrorConfigInput } from '../../src/config/schema.js';
 import { BlobWriter } from '../../src/store/blob-store.js';
-import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { useFixture } from '../support/fixture.js';
 import { MANIFEST_ACCEPT, MEDIA_TYPES, sha256 } from '../support/images.js';
-import { settled, startTestMirror, type TestMirror } from '../support/mirror.js';
+import { settled, type TestMirror } from '../support/mirror.js';
 
 const OCI_CODES = [
   'BLOB_UNKNOWN', 'BLOB_UPLOAD_INVALID', 'BLOB_UPLOAD_UNKNOWN', 'DIGEST_INVALID', 'MANIFEST_BLOB_UNKNOWN', 'MANIFEST_INVALID',
   'MANIFEST_UNKNOWN', 'NAME_INVALID', 'NAME_UNKNOWN', 'SIZE_INVALID', 'UNAUTHORIZED', 'DENIED', 'UNSUPPORTED', 'TOOMANYREQUESTS',
 ];
 
-let fake: FakeUpstream;
-const mirrors: TestMirror[] = [];
-
-beforeAll(async () => {
-  fake = await startFakeUpstream();
-});
-afterEach(() => fake.reset());
-afterAll(async () => {
-  await Promise.all(mirrors.map((m) => m.stop({ removeData: true })));
-  await fake?.stop();
-});
+const fx = useFixture({ fake: true });
+afterEach(() => fx.fake.reset());
 
 async function mirrorFor(config: Partial<MirrorConfigInput> = {}): Promise<TestMirror> {
-  const m = await startTestMirror({ upstreams: [{ url: fake.url }], ...config });
-  mirrors.push(m);
-  return m;
+  return fx.startMirror({ upstreams: [{ url: fx.fake.url }], ...config });
 }
 
 interface Blob {
@@ -54,11 +43,11 @@ interface Image {
 
 /** A linux/amd64 image manifest with the given layers (raw bytes: the mirror does not unpack), tagged `tag`. */
 function addImage(repo: string, tag: string, layerBytes: Buffer[]): Image {
-  const layers = layerBytes.map((bytes) => ({ digest: fake.addBlob(repo, bytes), bytes }));
+  const layers = layerBytes.map((bytes) => ({ digest: fx.fake.addBlob(repo, bytes), bytes }));
   const configBytes = Buffer.from(
     JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) } }),
   );
-  const config = { digest: fake.addBlob(repo, configBytes), bytes: configBytes };
+  const config = { digest: fx.fake.addBlob(repo, configBytes), bytes: configBytes };
   const t = MEDIA_TYPES.oci;
   const bytes = Buffer.from(
     JSON.stringify({
@@ -68,7 +57,7 @@ function addImage(repo: string, tag: string, layerBytes: Buffer[]): Image {
       layers: layers.map((l) => ({ mediaType: t.layer, digest: l.digest, size: l.bytes.length })),
     }),
   );
-  const digest = fake.addManifest(repo, tag, bytes, t.manifest);
+  const digest = fx.fake.addManifest(repo, tag, bytes, t.manifest);
   return { repo, tag, digest, bytes, config, layers };
 }
 
@@ -164,17 +153,17 @@ describe('a blob cut off mid-body', () => {
     const img = addImage('faults/cut-once', 'v1', [randomBytes(256 * 1024)]);
     expect((await getManifest(m, img.repo, img.tag)).status).toBe(200);
     const layer = img.layers[0]!;
-    fake.truncateAt(layer.digest, 100_000, 1);
+    fx.fake.truncateAt(layer.digest, 100_000, 1);
     // In small chunks, so the mirror has consumed (nearly) all 100 000 bytes when the cut comes: a
     // stream that errors drops what it had buffered but not yet handed on, and the mirror resumes
     // from what it actually wrote.
-    fake.throttle(layer.digest, 16 * 1024, 5);
+    fx.fake.throttle(layer.digest, 16 * 1024, 5);
 
     const got = await rawGet(blobUrl(m, img.repo, layer.digest));
     expect(got.status).toBe(200);
     expect(got.complete).toBe(true);
     expect(sha256(got.body)).toBe(layer.digest);
-    const upstreamGets = fake.requests.filter((r) => r.method === 'GET' && r.path.endsWith(layer.digest));
+    const upstreamGets = fx.fake.requests.filter((r) => r.method === 'GET' && r.path.endsWith(layer.digest));
     expect(upstreamGets).toHaveLength(2);
     expect(upstreamGets[0]!.headers.range).toBeUndefined();
     const resumedAt = Number(/^bytes=(\d+)-$/.exec(upstreamGets[1]!.headers.range ?? '')?.[1]);
@@ -189,18 +178,18 @@ describe('a blob cut off mid-body', () => {
     const img = addImage('faults/cut-always', 'v1', [randomBytes(256 * 1024)]);
     expect((await getManifest(m, img.repo, img.tag)).status).toBe(200);
     const layer = img.layers[0]!;
-    fake.truncateAt(layer.digest, 1000);
+    fx.fake.truncateAt(layer.digest, 1000);
 
     const got = await rawGet(blobUrl(m, img.repo, layer.digest));
     expectNoCompleteBody(got, layer);
     if (got.status === 200) expect(layer.bytes.subarray(0, got.body.length).equals(got.body)).toBe(true); // right so far
     await settled(m);
-    expect(fake.count('GET', layer.digest)).toBeGreaterThan(1); // it did try to resume
+    expect(fx.fake.count('GET', layer.digest)).toBeGreaterThan(1); // it did try to resume
     expect(existsSync(storedPath(m, layer.digest))).toBe(false);
     expect(await tmpFiles(m)).toEqual([]);
     expect(logged(m, 'warn', /blob download failed; nothing stored/).some((l) => l.includes(layer.digest))).toBe(true);
 
-    fake.clearFaults();
+    fx.fake.clearFaults();
     const again = await rawGet(blobUrl(m, img.repo, layer.digest));
     expect(again.status).toBe(200);
     expect(again.complete).toBe(true);
@@ -219,7 +208,7 @@ describe('a download that has just failed', () => {
     const img = addImage('faults/late-joiner', 'v1', [randomBytes(256 * 1024)]);
     expect((await getManifest(m, img.repo, img.tag)).status).toBe(200);
     const layer = img.layers[0]!;
-    fake.truncateAt(layer.digest, 1000);
+    fx.fake.truncateAt(layer.digest, 1000);
     const abort = BlobWriter.prototype.abort;
     BlobWriter.prototype.abort = async function (this: BlobWriter): Promise<void> {
       await new Promise((r) => setTimeout(r, 300));
@@ -250,7 +239,7 @@ describe('wrong bytes from upstream', () => {
     const img = addImage('faults/corrupt-blob', 'v1', [randomBytes(64 * 1024)]);
     expect((await getManifest(m, img.repo, img.tag)).status).toBe(200);
     const layer = img.layers[0]!;
-    fake.corrupt(layer.digest);
+    fx.fake.corrupt(layer.digest);
 
     const got = await rawGet(blobUrl(m, img.repo, layer.digest));
     // Headers went out before verification was possible; the last byte is withheld until the digest
@@ -266,7 +255,7 @@ describe('wrong bytes from upstream', () => {
     // A second client after the failure starts a fresh download, which is refused again.
     const second = await rawGet(blobUrl(m, img.repo, layer.digest));
     expectNoCompleteBody(second, layer);
-    fake.clearFaults();
+    fx.fake.clearFaults();
     await settled(m);
     const good = await rawGet(blobUrl(m, img.repo, layer.digest));
     expect(good.complete).toBe(true);
@@ -276,7 +265,7 @@ describe('wrong bytes from upstream', () => {
   it('a manifest whose bytes do not match the requested digest: 502 with a clear message, nothing stored', async () => {
     const m = await mirrorFor();
     const img = addImage('faults/corrupt-manifest', 'v1', [randomBytes(1024)]);
-    fake.corrupt(img.digest);
+    fx.fake.corrupt(img.digest);
 
     const byDigest = await getManifest(m, img.repo, img.digest);
     expect(byDigest.status).toBe(502);
@@ -294,7 +283,7 @@ describe('wrong bytes from upstream', () => {
     expect(existsSync(storedPath(m, corrupted))).toBe(false);
     expect(await tmpFiles(m)).toEqual([]);
 
-    fake.clearFaults();
+    fx.fake.clearFaults();
     const good = await getManifest(m, img.repo, img.digest);
     expect(good.status).toBe(200);
     expect(good.bytes.equals(img.bytes)).toBe(true);
@@ -311,7 +300,7 @@ describe('manifests by digest', () => {
     const m = await mirrorFor();
     const img = addImage('faults/by-digest', 'v1', [randomBytes(1024)]);
     const res = await getManifest(m, img.repo, img.digest);
-    expect(fake.requests.map((r) => `${r.method} ${r.url}`)).toContain(`GET /v2/${img.repo}/manifests/${img.digest}`);
+    expect(fx.fake.requests.map((r) => `${r.method} ${r.url}`)).toContain(`GET /v2/${img.repo}/manifests/${img.digest}`);
     expect(res.status).toBe(200);
     expect(res.bytes.equals(img.bytes)).toBe(true);
   });
@@ -321,46 +310,46 @@ describe('upstream error statuses', () => {
   it('503 twice, then OK: the mirror retries and succeeds', async () => {
     const m = await mirrorFor();
     const img = addImage('faults/flaky', 'v1', [randomBytes(1024)]);
-    fake.failWith(`/v2/${img.repo}/manifests/v1`, 503, 2);
+    fx.fake.failWith(`/v2/${img.repo}/manifests/v1`, 503, 2);
     const res = await getManifest(m, img.repo, 'v1');
     expect(res.status).toBe(200);
     expect(res.bytes.equals(img.bytes)).toBe(true);
-    expect(fake.count('GET', `/v2/${img.repo}/manifests/v1`)).toBe(3);
+    expect(fx.fake.count('GET', `/v2/${img.repo}/manifests/v1`)).toBe(3);
 
     // Same for a blob.
     const layer = img.layers[0]!;
-    fake.failWith(layer.digest, 503, 2);
+    fx.fake.failWith(layer.digest, 503, 2);
     const blob = await rawGet(blobUrl(m, img.repo, layer.digest));
     expect(blob.status).toBe(200);
     expect(sha256(blob.body)).toBe(layer.digest);
-    expect(fake.count('GET', layer.digest)).toBe(3);
+    expect(fx.fake.count('GET', layer.digest)).toBe(3);
   });
 
   it('a persistent 500: 502 with an OCI error that says upstream failed', async () => {
     const m = await mirrorFor();
     const img = addImage('faults/broken', 'v1', [randomBytes(1024)]);
-    fake.failWith(`/v2/${img.repo}/manifests/v1`, 500);
+    fx.fake.failWith(`/v2/${img.repo}/manifests/v1`, 500);
     const res = await getManifest(m, img.repo, 'v1');
     expect(res.status).toBe(502);
     expect(res.headers.get('content-type')).toBe('application/json');
     const e = await errorOf(res);
     expect(e.code).toBe('MANIFEST_UNKNOWN');
     expect(e.message).toMatch(/upstream error 500/);
-    expect(fake.count('GET', `/v2/${img.repo}/manifests/v1`)).toBe(3); // upstream.attempts (default 3)
+    expect(fx.fake.count('GET', `/v2/${img.repo}/manifests/v1`)).toBe(3); // upstream.attempts (default 3)
     expect(existsSync(storedPath(m, img.digest))).toBe(false);
   });
 
   it('429 with Retry-After: 429 TOOMANYREQUESTS with Retry-After, not retried', async () => {
     const m = await mirrorFor();
     const img = addImage('faults/limited', 'v1', [randomBytes(1024)]);
-    fake.failWith(`/v2/${img.repo}/manifests/v1`, 429, { headers: { 'Retry-After': '17' } });
+    fx.fake.failWith(`/v2/${img.repo}/manifests/v1`, 429, { headers: { 'Retry-After': '17' } });
     const res = await getManifest(m, img.repo, 'v1');
     expect(res.status).toBe(429);
     expect(res.headers.get('retry-after')).toBe('17');
     const e = await errorOf(res);
     expect(e.code).toBe('TOOMANYREQUESTS');
     expect(e.message).toMatch(/rate limit/);
-    expect(fake.count('GET', `/v2/${img.repo}/manifests/v1`)).toBe(1);
+    expect(fx.fake.count('GET', `/v2/${img.repo}/manifests/v1`)).toBe(1);
   });
 });
 
@@ -370,17 +359,17 @@ describe('read-ahead', () => {
     const img = addImage('faults/ahead-fails', 'v1', [randomBytes(64 * 1024), randomBytes(64 * 1024)]);
     const [first, next] = img.layers as [Blob, Blob];
     expect((await getManifest(m, img.repo, 'v1')).status).toBe(200);
-    fake.failWith(next.digest, 500); // every attempt the read-ahead makes
+    fx.fake.failWith(next.digest, 500); // every attempt the read-ahead makes
     const got = await rawGet(blobUrl(m, img.repo, first.digest));
     expect([got.status, got.complete, sha256(got.body)]).toEqual([200, true, first.digest]);
     await settled(m);
-    expect(fake.count('GET', next.digest)).toBeGreaterThan(0);
+    expect(fx.fake.count('GET', next.digest)).toBeGreaterThan(0);
     expect(logged(m, 'warn', /blob download failed; nothing stored/).some((l) => l.includes(next.digest))).toBe(true);
     expect(m.running.mirror.catalogue.getBlob(next.digest)).toBeUndefined();
     expect(await tmpFiles(m)).toEqual([]);
     expect(existsSync(storedPath(m, next.digest))).toBe(false);
 
-    fake.clearFaults();
+    fx.fake.clearFaults();
     const later = await rawGet(blobUrl(m, img.repo, next.digest));
     expect([later.status, later.complete, sha256(later.body)]).toEqual([200, true, next.digest]);
   });
@@ -389,13 +378,13 @@ describe('read-ahead', () => {
     const m = await mirrorFor();
     const imgs = ['a', 'b', 'c'].map((n) => addImage(`faults/ahead-${n}`, 'v1', [randomBytes(8 * 1024), randomBytes(8 * 1024)]));
     for (const img of imgs) expect((await getManifest(m, img.repo, 'v1')).status).toBe(200);
-    for (const img of imgs) fake.delay(img.layers[1]!.digest, 400);
+    for (const img of imgs) fx.fake.delay(img.layers[1]!.digest, 400);
     for (const img of imgs) expect((await rawGet(blobUrl(m, img.repo, img.layers[0]!.digest))).status).toBe(200);
     await new Promise((r) => setTimeout(r, 50)); // the read-aheads start once their blob is recorded
     const ahead = m.running.mirror.blobs.inFlight().map((d) => d.digest.value);
     expect(ahead.sort()).toEqual([imgs[0]!.layers[1]!.digest, imgs[1]!.layers[1]!.digest].sort());
     await settled(m);
-    expect(fake.count('GET', imgs[2]!.layers[1]!.digest)).toBe(0);
+    expect(fx.fake.count('GET', imgs[2]!.layers[1]!.digest)).toBe(0);
   });
 });
 
@@ -411,7 +400,7 @@ describe('upstream down', () => {
     expect(sha256((await rawGet(blobUrl(m, img.repo, layer.digest))).body)).toBe(layer.digest);
     await settled(m);
 
-    await fake.down();
+    await fx.fake.down();
     try {
       const tag = await getManifest(m, img.repo, 'v1'); // ttl 0: must revalidate, upstream refuses
       expect(tag.status).toBe(200);
@@ -436,13 +425,13 @@ describe('upstream down', () => {
       expect(newBlob.status).toBe(502);
       expect((await errorOf({ bytes: newBlob.body })).message).toMatch(/unreachable/);
     } finally {
-      await fake.up();
+      await fx.fake.up();
     }
 
     // Offline, on the same store, with upstream up again: stored content only, zero upstream requests.
     await m.stop();
     const offline = await mirrorFor({ dataDir: m.dataDir, offline: true, tags: { ttlSeconds: 0 } });
-    fake.reset();
+    fx.fake.reset();
     const tag = await getManifest(offline, img.repo, 'v1');
     expect(tag.status).toBe(200);
     expect(tag.bytes.equals(img.bytes)).toBe(true);
@@ -452,7 +441,7 @@ describe('upstream down', () => {
     expect((await errorOf(missing)).message).toContain('offline');
     const missingBlob = await rawGet(blobUrl(offline, img.repo, notFetched.digest));
     expect(missingBlob.status).toBe(404);
-    expect(fake.requests).toEqual([]);
+    expect(fx.fake.requests).toEqual([]);
   });
 });
 
@@ -462,7 +451,7 @@ describe('concurrency', () => {
     const img = addImage('faults/herd', 'v1', [randomBytes(8 * 1024 * 1024)]);
     expect((await getManifest(m, img.repo, img.tag)).status).toBe(200);
     const layer = img.layers[0]!;
-    fake.throttle(layer.digest, 128 * 1024, 15); // 64 chunks, ~1 s
+    fx.fake.throttle(layer.digest, 128 * 1024, 15); // 64 chunks, ~1 s
 
     const pending = Array.from({ length: 20 }, () => rawGet(blobUrl(m, img.repo, layer.digest)));
     // When the mirror has the last byte from upstream and has verified and committed the blob.
@@ -474,7 +463,7 @@ describe('concurrency', () => {
     const results = await Promise.all(pending);
     // Clients get the last byte once the digest verifies; the flush and rename may finish after.
     await download!.finished;
-    expect(fake.count('GET', layer.digest)).toBe(1);
+    expect(fx.fake.count('GET', layer.digest)).toBe(1);
     for (const r of results) {
       expect(r.status).toBe(200);
       expect(r.complete).toBe(true);
@@ -492,16 +481,16 @@ describe('concurrency', () => {
 
   it('10 concurrent GETs of one cold tag: one upstream GET', async () => {
     const m = await mirrorFor();
-    const index = fake.addImage('faults/herd-tag', 'v1');
-    fake.delay(`/v2/faults/herd-tag/manifests/v1`, 300, 1);
+    const index = fx.fake.addImage('faults/herd-tag', 'v1');
+    fx.fake.delay(`/v2/faults/herd-tag/manifests/v1`, 300, 1);
     const results = await Promise.all(Array.from({ length: 10 }, () => getManifest(m, 'faults/herd-tag', 'v1')));
     for (const r of results) {
       expect(r.status).toBe(200);
       expect(r.bytes.equals(index.bytes)).toBe(true);
       expect(r.headers.get('docker-content-digest')).toBe(index.digest);
     }
-    expect(fake.count('GET', '/v2/faults/herd-tag/manifests/v1')).toBe(1);
-    expect(fake.count('HEAD', '/v2/faults/herd-tag/manifests/v1')).toBe(0);
+    expect(fx.fake.count('GET', '/v2/faults/herd-tag/manifests/v1')).toBe(1);
+    expect(fx.fake.count('HEAD', '/v2/faults/herd-tag/manifests/v1')).toBe(0);
   });
 
   it('a client that disconnects mid-download does not stop it for the others, and the blob is committed', async () => {
@@ -509,8 +498,8 @@ describe('concurrency', () => {
     const img = addImage('faults/quitter', 'v1', [randomBytes(4 * 1024 * 1024), randomBytes(4 * 1024 * 1024)]);
     expect((await getManifest(m, img.repo, img.tag)).status).toBe(200);
     const [shared, alone] = img.layers as [Blob, Blob];
-    fake.throttle(shared.digest, 128 * 1024, 15);
-    fake.throttle(alone.digest, 128 * 1024, 15);
+    fx.fake.throttle(shared.digest, 128 * 1024, 15);
+    fx.fake.throttle(alone.digest, 128 * 1024, 15);
 
     // Two clients; one hangs up after 256 KiB.
     const [quitter, stayer] = await Promise.all([
@@ -527,11 +516,11 @@ describe('concurrency', () => {
     await settled(m);
     expect(existsSync(storedPath(m, shared.digest))).toBe(true);
     expect(existsSync(storedPath(m, alone.digest))).toBe(true);
-    expect(fake.count('GET', shared.digest)).toBe(1);
-    expect(fake.count('GET', alone.digest)).toBe(1);
+    expect(fx.fake.count('GET', shared.digest)).toBe(1);
+    expect(fx.fake.count('GET', alone.digest)).toBe(1);
     const fromStore = await rawGet(blobUrl(m, img.repo, alone.digest));
     expect(sha256(fromStore.body)).toBe(alone.digest);
-    expect(fake.count('GET', alone.digest)).toBe(1);
+    expect(fx.fake.count('GET', alone.digest)).toBe(1);
   });
 });
 
@@ -541,7 +530,7 @@ describe('an upstream that stalls mid-body', () => {
     const img = addImage('faults/stall', 'v1', [randomBytes(64 * 1024)]);
     expect((await getManifest(m, img.repo, img.tag)).status).toBe(200);
     const layer = img.layers[0]!;
-    fake.throttle(layer.digest, 1024, 2000); // 1 KiB, then nothing for 2 s
+    fx.fake.throttle(layer.digest, 1024, 2000); // 1 KiB, then nothing for 2 s
 
     const got = await rawGet(blobUrl(m, img.repo, layer.digest));
     expectNoCompleteBody(got, layer);

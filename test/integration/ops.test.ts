@@ -7,16 +7,16 @@ import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { inventory } from '../../src/upkeep/inventory.js';
 import { prefetchImage } from '../../src/upkeep/prefetch.js';
 import { verifyStore } from '../../src/upkeep/verify.js';
 import { buildCli, spawnServe, writeConfigFile, type CliBuild, type ServeProcess } from '../support/cli.js';
 import { startCountingProxy, type CountingProxy } from '../support/counting-proxy.js';
 import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { useFixture, type MirrorInput } from '../support/fixture.js';
 import {
   MANIFEST_ACCEPT,
   MEDIA_TYPES,
@@ -27,10 +27,9 @@ import {
   sha256,
   tarWithOneFile,
   type PushedChild,
-  type PushedIndex,
 } from '../support/images.js';
 import { startTestMirror, type TestMirror } from '../support/mirror.js';
-import { freePort, startRegistry, type RegistryHandle } from '../support/registry.js';
+import { freePort } from '../support/registry.js';
 import { skopeoCopyToDir } from '../support/skopeo.js';
 
 const PLATFORMS = ['linux/amd64', 'linux/arm64'];
@@ -175,53 +174,43 @@ const ownBytes = (img: EvictImage) =>
 // ---------------------------------------------------------------------------------------------
 
 describe('operating the mirror', () => {
+  const fx = useFixture({
+    registry: true,
+    proxy: true,
+    images: async ({ registry }) => {
+      const shared = gzLayer(8_000);
+      const [app, ...evict] = await Promise.all([
+        pushMultiPlatformImage(registry.url, 'library/app', '1.0', { attestations: true, layerSize: 2048 }),
+        pushSharingIndex(registry.url, 'evict/a', shared),
+        pushSharingIndex(registry.url, 'evict/b', shared),
+        pushSharingIndex(registry.url, 'evict/c', shared),
+      ]);
+      return { app, evict, shared };
+    },
+  });
   let build: CliBuild;
-  let registry: RegistryHandle;
-  let proxy: CountingProxy;
-  let app: PushedIndex;
-  let evict: EvictImage[] = [];
-  let shared: { gz: Buffer; diffId: string };
-  const cleanups: Array<() => Promise<void>> = [];
   let work: string;
 
-  const amd64 = (): PushedChild => app.children.find((c) => c.platform?.architecture === 'amd64' && !c.attestationFor)!;
-  const s390x = (): PushedChild => app.children.find((c) => c.platform?.architecture === 's390x' && !c.attestationFor)!;
+  const amd64 = (): PushedChild => fx.images.app.children.find((c) => c.platform?.architecture === 'amd64' && !c.attestationFor)!;
+  const s390x = (): PushedChild => fx.images.app.children.find((c) => c.platform?.architecture === 's390x' && !c.attestationFor)!;
 
   beforeAll(async () => {
     const building = buildCli();
-    work = await mkdtemp(join(tmpdir(), 'sm-ops-'));
-    registry = await startRegistry();
-    proxy = await startCountingProxy(registry.url);
-    shared = gzLayer(8_000);
-    [app, ...evict] = await Promise.all([
-      pushMultiPlatformImage(registry.url, 'library/app', '1.0', { attestations: true, layerSize: 2048 }),
-      pushSharingIndex(registry.url, 'evict/a', shared),
-      pushSharingIndex(registry.url, 'evict/b', shared),
-      pushSharingIndex(registry.url, 'evict/c', shared),
-    ]);
+    work = await fx.tempDir('sm-ops-');
     build = await building;
+    fx.defer(() => build.cleanup());
     if (build.diagnostics) console.warn(`tsc reported errors (emitted anyway):\n${build.diagnostics.slice(0, 2000)}`);
   }, 180_000);
 
-  afterAll(async () => {
-    for (const c of cleanups.reverse()) await c().catch(() => {});
-    await build?.cleanup();
-    await proxy?.stop();
-    await registry?.stop();
-    if (work) await rm(work, { recursive: true, force: true });
-  });
-
-  async function mirror(input: Parameters<typeof startTestMirror>[0]): Promise<TestMirror> {
-    const m = await startTestMirror({ platforms: PLATFORMS, upstream: { attempts: 1 }, ...input });
-    cleanups.push(() => m.stop({ removeData: true }));
-    return m;
+  function mirror(input: MirrorInput): Promise<TestMirror> {
+    return fx.startMirror({ platforms: PLATFORMS, upstream: { attempts: 1 }, ...input });
   }
 
   describe('client authentication', () => {
     let m: TestMirror;
     beforeAll(async () => {
       m = await mirror({
-        upstreams: [{ url: proxy.url }],
+        upstreams: [{ url: fx.proxy.url }],
         auth: {
           enabled: true,
           realm: 'ops-test',
@@ -251,7 +240,7 @@ describe('operating the mirror', () => {
     });
 
     it('fetches nothing upstream for an unauthenticated or wrongly authenticated request', async () => {
-      proxy.reset();
+      fx.proxy.reset();
       const refs = [`/v2/library/app/manifests/1.0`, `/v2/library/app/manifests/${amd64().digest}`, `/v2/library/app/blobs/${amd64().layers[0]!.digest}`];
       for (const path of refs) {
         for (const method of ['GET', 'HEAD']) {
@@ -259,7 +248,7 @@ describe('operating the mirror', () => {
           expect((await call(`${m.url}${path}`, { method, authorization: basic(ALICE.username, 'nope') })).status).toBe(401);
         }
       }
-      expect(proxy.requests, proxy.lines().join('\n')).toEqual([]);
+      expect(fx.proxy.requests, fx.proxy.lines().join('\n')).toEqual([]);
     });
 
     it('skopeo pulls with --src-creds and is refused without', async () => {
@@ -301,8 +290,8 @@ describe('operating the mirror', () => {
     const scrape = async () => (await call(`${m.url}/metrics`)).bytes.toString();
 
     beforeAll(async () => {
-      proxy2 = await startCountingProxy(registry.url);
-      cleanups.push(() => proxy2.stop());
+      proxy2 = await startCountingProxy(fx.registry.url);
+      fx.defer(() => proxy2.stop());
       m = await mirror({ upstreams: [{ url: proxy2.url }] });
     });
 
@@ -334,10 +323,10 @@ describe('operating the mirror', () => {
       expect.soft(d(cache, { kind: 'blob', result: 'miss' })).toBe(1);
       expect.soft(d(cache, { kind: 'blob', result: 'hit' })).toBe(1);
       expect.soft(d('sparse_mirror_not_mirrored_requests_total', { platform: 'linux/s390x' })).toBe(1);
-      const fetched = app.bytes.length + amd64().size + layer.size;
+      const fetched = fx.images.app.bytes.length + amd64().size + layer.size;
       expect.soft(d('sparse_mirror_upstream_fetched_bytes_total')).toBe(fetched);
       // Served: the index twice, the child once, the layer twice.
-      expect.soft(d('sparse_mirror_served_bytes_total'), 'bytes served counts blob bodies too').toBe(2 * app.bytes.length + amd64().size + 2 * layer.size);
+      expect.soft(d('sparse_mirror_served_bytes_total'), 'bytes served counts blob bodies too').toBe(2 * fx.images.app.bytes.length + amd64().size + 2 * layer.size);
       expect.soft(metric(s1, 'sparse_mirror_store_bytes')).toBe(m.running.mirror.catalogue.storeBytes());
       expect.soft(metric(s1, 'sparse_mirror_store_bytes')).toBe(fetched);
       expect(s1).toMatch(/# TYPE sparse_mirror_store_bytes gauge/);
@@ -347,7 +336,7 @@ describe('operating the mirror', () => {
       const s0 = await scrape();
       await proxy2.down();
       try {
-        const arm64 = app.children.find((c) => c.platform?.architecture === 'arm64' && !c.attestationFor)!;
+        const arm64 = fx.images.app.children.find((c) => c.platform?.architecture === 'arm64' && !c.attestationFor)!;
         const r = await call(`${m.url}/v2/library/app/manifests/${arm64.digest}`);
         expect(r.status).toBeGreaterThanOrEqual(500);
       } finally {
@@ -363,7 +352,7 @@ describe('operating the mirror', () => {
       const indexLines = lines.filter((l) => l.path === '/v2/library/app/manifests/1.0');
       expect(indexLines.map((l) => l.cache)).toEqual(['miss', 'hit']);
       for (const l of indexLines) {
-        expect(l).toMatchObject({ method: 'GET', status: 200, bytes: app.bytes.length, upstream: proxy2.host });
+        expect(l).toMatchObject({ method: 'GET', status: 200, bytes: fx.images.app.bytes.length, upstream: proxy2.host });
         expect(typeof l.ms).toBe('number');
       }
       const blobLines = lines.filter((l) => l.path === `/v2/library/app/blobs/${layer.digest}`);
@@ -403,7 +392,7 @@ describe('operating the mirror', () => {
     let fake: FakeUpstream;
     beforeAll(async () => {
       fake = await startFakeUpstream();
-      cleanups.push(() => fake.stop());
+      fx.defer(() => fake.stop());
     });
 
     it('takes tokens from MIRROR_AUTH_TOKENS, and on SIGTERM aborts a slow download cleanly and exits 0 within the grace period', async () => {
@@ -425,7 +414,7 @@ describe('operating the mirror', () => {
         port: await freePort(),
         env: { MIRROR_AUTH_TOKENS: `admin=${ENV_ADMIN_TOKEN}, ${ENV_PULL_TOKEN}` },
       });
-      cleanups.push(async () => void serve.child.kill('SIGKILL'));
+      fx.defer(async () => void serve.child.kill('SIGKILL'));
 
       // Tokens from the environment work, with their roles.
       expect((await call(`${serve.url}/v2/`)).status).toBe(401);
@@ -523,12 +512,12 @@ describe('operating the mirror', () => {
   describe('stopping an in-process mirror', () => {
     it('lets a download that finishes within the grace period complete: stored, recorded, and fully sent', async () => {
       const fake = await startFakeUpstream();
-      cleanups.push(() => fake.stop());
+      fx.defer(() => fake.stop());
       const blob = randomBytes(640 * 1024);
       const digest = fake.addBlob('library/app', blob);
       fake.throttle(digest, 64 * 1024, 100); // ~1 s
       const m = await startTestMirror({ upstreams: [{ url: fake.url }], platforms: PLATFORMS, blobs: { requireReference: false } });
-      cleanups.push(() => rm(m.dataDir, { recursive: true, force: true }));
+      fx.defer(() => rm(m.dataDir, { recursive: true, force: true }));
       const res = await fetch(`${m.url}/v2/library/app/blobs/${digest}`);
       expect(res.status).toBe(200);
       const body: Promise<Buffer | Error> = res.arrayBuffer().then(
@@ -549,14 +538,14 @@ describe('operating the mirror', () => {
 
   describe('eviction under storage.maxBytes', () => {
     it('evicts the least recently pulled image whole, keeps the recently pulled one and shared layers, and ends under the limit', async () => {
-      const [a, b, c] = evict as [EvictImage, EvictImage, EvictImage];
-      const total = ownBytes(a) + ownBytes(b) + ownBytes(c) + shared.gz.length;
+      const [a, b, c] = fx.images.evict as [EvictImage, EvictImage, EvictImage];
+      const total = ownBytes(a) + ownBytes(b) + ownBytes(c) + fx.images.shared.gz.length;
       const maxBytes = Math.ceil((total - ownBytes(b)) / 0.9) + 1;
       expect(maxBytes).toBeLessThan(total);
-      const m = await mirror({ upstreams: [{ url: proxy.url }], storage: { maxBytes } });
+      const m = await mirror({ upstreams: [{ url: fx.proxy.url }], storage: { maxBytes } });
       const { catalogue, store } = m.running.mirror;
-      const key = (img: EvictImage) => `${proxy.host}/${img.repo}`;
-      for (const img of [a, b, c]) await prefetchImage(m.running.mirror, `${proxy.host}/${img.repo}:1`);
+      const key = (img: EvictImage) => `${fx.proxy.host}/${img.repo}`;
+      for (const img of [a, b, c]) await prefetchImage(m.running.mirror, `${fx.proxy.host}/${img.repo}:1`);
       expect(catalogue.storeBytes()).toBe(total);
 
       // Everything stored hours ago; pulled a (3 h), b (2 h), c (1 h) ago; then a is pulled now.
@@ -584,8 +573,8 @@ describe('operating the mirror', () => {
       for (const digest of [b.digest, ...allowedChildren(b).flatMap((ch) => [ch.digest, sha256(ch.config), sha256(ch.own)])]) {
         expect(existsSync(storePath(m.dataDir, digest)), digest).toBe(false);
       }
-      expect(existsSync(storePath(m.dataDir, sha256(shared.gz)))).toBe(true);
-      expect(catalogue.getBlob(sha256(shared.gz))).toBeDefined();
+      expect(existsSync(storePath(m.dataDir, sha256(fx.images.shared.gz)))).toBe(true);
+      expect(catalogue.getBlob(sha256(fx.images.shared.gz))).toBeDefined();
       for (const img of [a, c]) {
         expect(catalogue.getTag(key(img), '1')?.digest).toBe(img.digest);
         for (const ch of allowedChildren(img)) {
@@ -612,18 +601,18 @@ describe('operating the mirror', () => {
   describe('background sync', () => {
     it('fetches the sync images and matching tags into the store soon after start', async () => {
       const [two, twoOne, three] = await Promise.all(
-        ['2.0', '2.1', '3.0'].map((tag) => pushSinglePlatformImage(registry.url, 'library/app', tag, { layerSize: 512 })),
+        ['2.0', '2.1', '3.0'].map((tag) => pushSinglePlatformImage(fx.registry.url, 'library/app', tag, { layerSize: 512 })),
       );
       const m = await mirror({
-        upstreams: [{ url: proxy.url }],
+        upstreams: [{ url: fx.proxy.url }],
         sync: {
-          images: [`${proxy.host}/library/app:1.0`],
-          tagPatterns: [{ repository: `${proxy.host}/library/app`, pattern: '^2\\.' }],
+          images: [`${fx.proxy.host}/library/app:1.0`],
+          tagPatterns: [{ repository: `${fx.proxy.host}/library/app`, pattern: '^2\\.' }],
           intervalSeconds: 3600,
         },
       });
       const { catalogue } = m.running.mirror;
-      const repo = `${proxy.host}/library/app`;
+      const repo = `${fx.proxy.host}/library/app`;
       const started = Date.now();
       while (Date.now() - started < 20_000 && m.logs.filter((l) => l.includes('sync: image fresh')).length < 3) {
         await sleep(200);
@@ -632,16 +621,16 @@ describe('operating the mirror', () => {
       const entries = inventory(catalogue, repo);
       expect(entries.map((e) => e.tag).sort()).toEqual(['1.0', '2.0', '2.1']);
       const one = entries.find((e) => e.tag === '1.0')!;
-      expect(one.digest).toBe(app.digest);
+      expect(one.digest).toBe(fx.images.app.digest);
       expect(one.platforms).toHaveLength(2);
       expect(one.notMirrored).toEqual(['linux/386', 'linux/arm/v6', 'linux/arm/v7', 'linux/ppc64le', 'linux/s390x']);
       for (const img of [two!, twoOne!]) expect(entries.find((e) => e.digest === img.digest)).toBeDefined();
       expect(entries.find((e) => e.digest === three!.digest)).toBeUndefined();
       // Whole images: every blob of the allowed platforms is on disk.
-      for (const ch of app.children) {
+      for (const ch of fx.images.app.children) {
         const stored = catalogue.getManifest(repo, ch.digest);
         const allowed = ch.attestationFor
-          ? ['amd64', 'arm64'].includes(app.children.find((x) => x.digest === ch.attestationFor)!.platform!.architecture)
+          ? ['amd64', 'arm64'].includes(fx.images.app.children.find((x) => x.digest === ch.attestationFor)!.platform!.architecture)
           : ['amd64', 'arm64'].includes(ch.platform!.architecture);
         expect(Boolean(stored), `${ch.platform?.architecture} ${ch.attestationFor ? 'attestation' : 'image'}`).toBe(allowed);
         if (!allowed) continue;

@@ -5,19 +5,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exec, onProcessExit } from '../support/exec.js';
-import { startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
+import { useFixture } from '../support/fixture.js';
 import { MANIFEST_ACCEPT, MEDIA_TYPES } from '../support/images.js';
 import { httpRequest, listFiles, REPO_ROOT, prepareCli, rehashStore, report, seededRandom, sha256, sleep, waitFor } from './helpers.js';
 
 const PULLS = 20;
 const SEED = 0x6b696c6c;
 
-let fake: FakeUpstream;
+const fx = useFixture({ fake: true });
 let workDir: string;
 let dataDir: string;
 let configFile: string;
@@ -26,8 +25,8 @@ let cli: Awaited<ReturnType<typeof prepareCli>>;
 
 beforeAll(async () => {
   cli = await prepareCli();
-  fake = await startFakeUpstream();
-  workDir = await mkdtemp(join(tmpdir(), 'sparse-mirror-kill9-'));
+  fx.defer(() => cli.cleanup());
+  workDir = await fx.tempDir('sparse-mirror-kill9-');
   dataDir = join(workDir, 'data');
   configFile = join(workDir, 'mirror.config.mjs');
   await writeFile(
@@ -37,7 +36,7 @@ beforeAll(async () => {
         host: '127.0.0.1',
         port: 0,
         dataDir,
-        upstreams: [{ url: fake.url }],
+        upstreams: [{ url: fx.fake.url }],
         platforms: ['linux/amd64'],
         blobs: { requireReference: false },
         log: { level: 'info' },
@@ -50,11 +49,8 @@ beforeAll(async () => {
     for (const c of children) c.kill('SIGKILL');
   });
 });
-afterAll(async () => {
+afterAll(() => {
   for (const c of children) c.kill('SIGKILL');
-  await fake?.stop();
-  await cli?.cleanup();
-  if (workDir) await rm(workDir, { recursive: true, force: true });
 });
 
 interface Serve {
@@ -114,9 +110,9 @@ interface Image {
 function addImage(i: number, layerSize: number, throttled: boolean): Image {
   const repo = `reliability/kill9-${i}`;
   const layerBytes = randomBytes(layerSize);
-  const layer = { digest: fake.addBlob(repo, layerBytes), bytes: layerBytes };
+  const layer = { digest: fx.fake.addBlob(repo, layerBytes), bytes: layerBytes };
   const configBytes = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [layer.digest] }, i }));
-  const config = { digest: fake.addBlob(repo, configBytes), bytes: configBytes };
+  const config = { digest: fx.fake.addBlob(repo, configBytes), bytes: configBytes };
   const t = MEDIA_TYPES.oci;
   const bytes = Buffer.from(
     JSON.stringify({
@@ -126,9 +122,9 @@ function addImage(i: number, layerSize: number, throttled: boolean): Image {
       layers: [{ mediaType: t.layer, digest: layer.digest, size: layerBytes.length }],
     }),
   );
-  const digest = fake.addManifest(repo, 'v1', bytes, t.manifest);
+  const digest = fx.fake.addManifest(repo, 'v1', bytes, t.manifest);
   // Slow enough (320 KiB/s) that a download is mid-flight for 1 to 3 seconds.
-  if (throttled) fake.throttle(layer.digest, 8 * 1024, 25);
+  if (throttled) fx.fake.throttle(layer.digest, 8 * 1024, 25);
   return { repo, tag: 'v1', digest, bytes, config, layer, throttled };
 }
 
@@ -184,10 +180,10 @@ describe('kill -9 during 20 concurrent cold pulls', () => {
       const throttled = images.filter((i) => i.throttled);
       if (round.name === 'manifests') {
         // The mirror reads each image's config (for its platform) while storing the manifest.
-        await waitFor('manifest fetches', () => images.filter((i) => fake.count('GET', i.config.digest) > 0).length >= 8, 25_000);
+        await waitFor('manifest fetches', () => images.filter((i) => fx.fake.count('GET', i.config.digest) > 0).length >= 8, 25_000);
         await sleep(rnd.int(0, 60));
       } else {
-        await waitFor('downloads in flight', () => smallDone === 5 && throttled.filter((i) => fake.count('GET', i.layer.digest) > 0).length >= 12, 25_000);
+        await waitFor('downloads in flight', () => smallDone === 5 && throttled.filter((i) => fx.fake.count('GET', i.layer.digest) > 0).length >= 12, 25_000);
         await sleep(rnd.int(50, 250));
       }
       serve.child.kill('SIGKILL');
@@ -231,7 +227,7 @@ describe('kill -9 during 20 concurrent cold pulls', () => {
     }
 
     // The same pulls (both rounds) now succeed, with correct bytes.
-    fake.clearFaults();
+    fx.fake.clearFaults();
     const all = rounds.flatMap((r) => r.images);
     const after = await Promise.all(all.map((img) => pull(serve.url, img)));
     expect(after.filter((p) => !p.ok).map((p) => p.why)).toEqual([]);
