@@ -119,6 +119,11 @@ export const configSchema = z
         tagRetentionDays: z.number().positive().optional(),
       })
       .prefault({}),
+    /**
+     * Prefetch, sync and export also carry each image's signatures, SBOMs and attestations: its
+     * OCI referrers and cosign's `sha256-<hex>.sig`/`.att`/`.sbom` tags.
+     */
+    referrers: z.boolean().default(true),
     sync: z
       .object({
         /** References `serve` keeps fresh in the background, e.g. docker.io/library/alpine:3.20. */
