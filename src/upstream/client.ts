@@ -117,6 +117,26 @@ export class UpstreamClient {
     return { body: await readLimited(res.body, this.settings.maxManifestBytes, `tag list of ${repo}`), link: header(res, 'link') };
   }
 
+  /**
+   * The OCI 1.1 referrers list of `digest`: the index's bytes, or undefined when upstream has no
+   * referrers API (404: distribution 2.8 and 3.x, Docker Hub, ghcr.io), where the tag schema applies.
+   */
+  async referrers(repo: string, digest: string): Promise<Buffer | undefined> {
+    const what = `referrers of ${repo}@${digest}`;
+    const res = await this.send(repo, 'GET', `/v2/${repo}/referrers/${digest}`, { accept: 'application/vnd.oci.image.index.v1+json' });
+    if (res.statusCode === 404) {
+      res.body.resume();
+      return undefined;
+    }
+    this.expectOk(res, what);
+    const declared = Number(header(res, 'content-length') ?? NaN);
+    if (Number.isFinite(declared) && declared > this.settings.maxManifestBytes) {
+      discard(res.body);
+      throw new UpstreamError('too_large', `${what} is ${declared} bytes, over this mirror's ${this.settings.maxManifestBytes}-byte manifest limit`);
+    }
+    return readLimited(res.body, this.settings.maxManifestBytes, what);
+  }
+
   async close(): Promise<void> {
     await this.agent.close();
   }
