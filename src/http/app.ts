@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import { hasRole, type Authenticator, type Identity } from './auth.js';
 import type { Metrics } from './metrics.js';
 import { parseApiPath, type ApiPath } from './paths.js';
-import { API_VERSION_HEADER, blobResponse, errorResponse, jsonResponse, manifestResponse } from './responses.js';
+import { API_VERSION_HEADER, blobResponse, errorResponse, jsonResponse, manifestResponse, referrersResponse } from './responses.js';
 
 export type AppEnv = {
   Bindings: HttpBindings;
@@ -98,9 +98,15 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     const ns = url.searchParams.get('ns') ?? undefined;
     const route = mirror.router.route(path.name, ns);
     c.set('route', route);
-    if (!READ_METHODS.has(method) || path.kind === 'upload' || path.kind === 'referrers') {
+    if (path.kind === 'referrers') {
+      if (!READ_METHODS.has(method)) {
+        throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on the referrers API (allowed: GET, HEAD)`, undefined, { Allow: 'GET, HEAD' });
+      }
+      const page = await mirror.referrers.list(route, path.digest, url.searchParams.get('artifactType') ?? undefined);
+      return referrersResponse(page, method === 'GET', route.local ? {} : { 'OCI-Namespace': ns ?? route.upstream.name });
+    }
+    if (!READ_METHODS.has(method) || path.kind === 'upload') {
       if (push && route.local) return push(c, path, route);
-      if (path.kind === 'referrers') throw new OciError(404, 'NAME_UNKNOWN', 'the referrers API is served for pushed repositories only');
       if (push) throw ociErrors.denied(`${route.key} is mirrored from ${route.upstream.name}; push to ${mirror.router.localNamespace}/… instead`);
       throw ociErrors.unsupported(`${method} is not supported: this mirror is read-only (push is disabled)`);
     }

@@ -122,3 +122,15 @@ async function firstBytes(body: Readable): Promise<void> {
     throw e;
   }
 }
+
+/** A referrers list (an OCI index), with `OCI-Filters-Applied` when it was filtered. */
+export function referrersResponse(page: { body: Buffer; filtersApplied?: string }, wantBody: boolean, extra: Record<string, string>): Response {
+  const headers: Record<string, string> = {
+    'Content-Type': 'application/vnd.oci.image.index.v1+json',
+    'Content-Length': String(page.body.length),
+    ...API_VERSION_HEADER,
+    ...extra,
+  };
+  if (page.filtersApplied) headers['OCI-Filters-Applied'] = page.filtersApplied;
+  return new Response(wantBody ? new Uint8Array(page.body) : null, { status: 200, headers });
+}

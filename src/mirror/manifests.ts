@@ -5,6 +5,7 @@ import { parseManifest, type ImageManifest } from '../oci/manifest.js';
 import { isImageConfigType } from '../oci/media-types.js';
 import { formatPlatform, parsePlatform, platformOfImageConfig, type Platform, type PlatformAllowList } from '../oci/platform.js';
 import { isValidTag } from '../oci/reference.js';
+import { subjectOfTag } from '../oci/referrers.js';
 import type { BlobStore } from '../store/blob-store.js';
 import type { Catalogue, ManifestRow } from '../store/catalogue.js';
 import { UpstreamError } from '../upstream/errors.js';
@@ -127,6 +128,9 @@ export class ManifestService {
         }
       }
     }
+    // `sha256-<hex>.sig` and the like belong to their subject: not fetched for a refused platform.
+    const scheme = subjectOfTag(tag);
+    if (scheme) this.assertNotExcluded(route, scheme.subject, `${route.key}:${tag}`);
     if (!this.canFetch(route)) {
       throw ociErrors.manifestUnknown(`${ref} is not in this mirror${this.offlineNote(route)}`);
     }
@@ -169,8 +173,16 @@ export class ManifestService {
     return { ...base, bytes };
   }
 
+  /**
+   * Refuses what belongs to a platform this mirror does not carry: a manifest stored indexes list
+   * only under such platforms, and (through their subject) its signatures and attestations.
+   */
+  assertMirrored(route: Route, digest: string): void {
+    this.assertNotExcluded(route, digest);
+  }
+
   /** Refuses a digest that stored indexes list only under platforms this mirror does not carry. */
-  private assertNotExcluded(route: Route, digest: string): void {
+  private assertNotExcluded(route: Route, digest: string, referrer?: string): void {
     const entries = this.catalogue.indexEntriesFor(route.key, digest);
     if (entries.length === 0) return;
     const excluded = entries.filter((e) => e.platform !== null && !this.allows(e.platform));
@@ -180,6 +192,7 @@ export class ManifestService {
       platform: entry.platform!,
       digest,
       index: this.describeIndex(route, entry.index_digest),
+      referrer,
       allowList: this.policy.allowList,
       response: this.policy.notMirrored,
     });
@@ -223,6 +236,7 @@ export class ManifestService {
     const parsed = parseManifest(bytes, res.mediaType);
     if (!parsed.ok) throw new UpstreamError('bad_response', `${what}: upstream sent an invalid manifest (${parsed.reason})`);
     const manifest = parsed.manifest;
+    if (manifest.subject) this.assertNotExcluded(route, manifest.subject.digest, `${route.key}@${digest}`);
     const platform = manifest.kind === 'image' ? await this.imagePlatform(route, digest, manifest, reference) : undefined;
     const row: ManifestRow = {
       repo: route.key,

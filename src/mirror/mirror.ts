@@ -10,6 +10,7 @@ import type { UpstreamFailure } from '../upstream/errors.js';
 import type { Logger } from '../log.js';
 import { BlobService, type BlobEvents } from './blobs.js';
 import { ManifestService, type ManifestEvents } from './manifests.js';
+import { ReferrersService } from './referrers.js';
 import { Router, type Upstream } from './routing.js';
 import { TagService } from './tags.js';
 
@@ -32,6 +33,7 @@ export class Mirror {
     readonly blobs: BlobService,
     readonly tags: TagService,
     readonly allowList: PlatformAllowList,
+    readonly referrers: ReferrersService,
   ) {}
 
   static async open(config: MirrorConfig, log: Logger, events: MirrorEvents = {}): Promise<Mirror> {
@@ -86,7 +88,8 @@ export class Mirror {
     );
     const blobs = new BlobService(store, catalogue, { offline: config.offline, requireReference: config.blobs.requireReference, readAhead: config.blobs.readAhead }, log, events);
     const tags = new TagService(catalogue, config.offline, log);
-    return new Mirror(config, store, catalogue, router, manifests, blobs, tags, allowList);
+    const referrers = new ReferrersService(catalogue, manifests, { offline: config.offline, ttlMs: config.tags.ttlSeconds * 1000 }, log);
+    return new Mirror(config, store, catalogue, router, manifests, blobs, tags, allowList, referrers);
   }
 
   /**

@@ -14,6 +14,8 @@ export function notMirroredError(opts: {
   /** e.g. `docker.io/library/alpine:3.20`, or undefined for an image manifest no stored index lists. */
   index?: string;
   image?: string;
+  /** What was asked for refers to `digest` (a signature, SBOM or attestation of it). */
+  referrer?: string;
   allowList: PlatformAllowList;
   response: NotMirroredResponse;
 }): OciError {
@@ -23,10 +25,12 @@ export function notMirroredError(opts: {
     : opts.image?.includes('@')
       ? `${opts.image} is a ${opts.platform} image manifest`
       : `${opts.image ?? opts.digest} is a single-platform ${opts.platform} image`;
-  const message = `platform ${opts.platform} is not mirrored here (this mirror carries ${carries}); ${where}`;
+  const about = opts.referrer ? `${opts.referrer} refers to ${where.replace(/ is (the|a) /, ', $1 ')}` : where;
+  const message = `platform ${opts.platform} is not mirrored here (this mirror carries ${carries}); ${about}`;
   const detail = {
     platform: opts.platform,
     digest: opts.digest,
+    ...(opts.referrer ? { referrer: opts.referrer } : {}),
     ...(opts.index ? { index: opts.index } : { image: opts.image ?? opts.digest }),
     mirroredPlatforms: opts.allowList.platforms.map(formatPlatform),
   };

@@ -1,5 +1,6 @@
 import { indexChildren, referencedBlobs, type ParsedManifest } from '../oci/manifest.js';
 import { formatPlatform } from '../oci/platform.js';
+import { artifactTypeOf } from '../oci/referrers.js';
 import type { NewManifest } from '../store/catalogue.js';
 
 /**
@@ -37,5 +38,8 @@ export function manifestRecord(opts: {
       manifest.kind === 'image'
         ? referencedBlobs(manifest).map((b) => ({ digest: b.digest, mediaType: b.mediaType, size: b.size }))
         : undefined,
+    referrer: manifest.subject
+      ? { subject: manifest.subject.digest, artifactType: artifactTypeOf(manifest), annotations: manifest.annotations }
+      : undefined,
   };
 }

@@ -16,7 +16,6 @@ import type { Catalogue } from '../store/catalogue.js';
 import type { PushCatalogue } from '../store/push-catalogue.js';
 import type { Logger } from '../log.js';
 import { manifestRecord } from '../mirror/records.js';
-import type { ReferrersService } from '../mirror/referrers.js';
 import type { Route } from '../mirror/routing.js';
 
 /** Which children of a pushed image index must already be in the repository. */
@@ -100,7 +99,6 @@ export class PushService {
     private readonly store: BlobStore,
     private readonly catalogue: Catalogue,
     private readonly deletes: PushCatalogue,
-    private readonly referrers: ReferrersService,
     private readonly policy: PushPolicy,
     private readonly log: Logger,
   ) {}
@@ -164,7 +162,6 @@ export class PushService {
     this.catalogue.db.transaction(() => {
       this.catalogue.addManifest(record);
       if (target.kind === 'tag') this.catalogue.setTag(route.key, target.tag, digest);
-      this.referrers.record(route, digest, mediaType, bytes.length, manifest);
     })();
     this.log.info('manifest pushed', {
       repo: route.key,
@@ -197,7 +194,7 @@ export class PushService {
       return;
     }
     const digest = target.digest.value;
-    const tags = this.deletes.deleteManifest(route.key, digest, () => this.referrers.forget(route, digest));
+    const tags = this.deletes.deleteManifest(route.key, digest, () => this.catalogue.referrers.removeReferrer(route.key, digest));
     if (!tags) throw ociErrors.manifestUnknown(`manifest ${digest} of ${route.key} is not in this mirror`, { digest });
     this.log.info('manifest deleted', { repo: route.key, digest, tags });
   }

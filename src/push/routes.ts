@@ -2,40 +2,34 @@ import type { Context } from 'hono';
 import type { MirrorConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { OciError, ociErrors } from '../oci/errors.js';
-import { MediaType } from '../oci/media-types.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { PushService, tooLarge } from './push.js';
-import { ReferrersService } from '../mirror/referrers.js';
 import type { Route } from '../mirror/routing.js';
 import { rangeHeaders, UploadInterrupted, UploadManager, type BodySource, type ChunkInput, type UploadSession } from './uploads.js';
 import { PushCatalogue } from '../store/push-catalogue.js';
-import { ReferrersCatalogue } from '../store/referrers-catalogue.js';
 import type { AppEnv, PushHandler } from '../http/app.js';
 import { API_VERSION_HEADER } from '../http/responses.js';
 
 export interface PushApi {
-  /** The hook `createApp` calls for writes, uploads and referrers of local repositories. */
+  /** The hook `createApp` calls for writes and uploads of local repositories. */
   handler: PushHandler;
   uploads: UploadManager;
   service: PushService;
-  referrers: ReferrersService;
   /** Cancels upload sessions (their temp files are removed). */
   close(): Promise<void>;
 }
 
 /**
- * The push side of the registry API, as a thin HTTP mapping over mirror/uploads, mirror/push and
- * mirror/referrers. Only called for repositories of the local namespace, after auth has checked
- * the push role (pull for referrers).
+ * The push side of the registry API, as a thin HTTP mapping over push/uploads and push/push.
+ * Only called for repositories of the local namespace, after auth has checked the push role.
+ * Their referrers API is the mirror's own (mirror/referrers), served by http/ for every repository.
  */
 export function createPushApi(mirror: Mirror, config: MirrorConfig, log: Logger): PushApi {
-  const referrers = new ReferrersService(new ReferrersCatalogue(mirror.catalogue.db));
   const uploads = new UploadManager(mirror.store, mirror.catalogue, { timeoutMs: config.push.uploadTimeoutSeconds * 1000 }, log);
   const service = new PushService(
     mirror.store,
     mirror.catalogue,
     new PushCatalogue(mirror.catalogue.db),
-    referrers,
     { indexChildren: config.push.indexChildren, allowDelete: config.push.allowDelete, maxManifestBytes: config.limits.maxManifestBytes },
     log,
   );
@@ -63,17 +57,6 @@ export function createPushApi(mirror: Mirror, config: MirrorConfig, log: Logger)
           return new Response(null, { status: 202, headers: { 'Content-Length': '0', ...API_VERSION_HEADER } });
         }
         throw notAllowed(method, 'a manifest', 'GET, HEAD, PUT, DELETE');
-      case 'referrers': {
-        if (method !== 'GET' && method !== 'HEAD') throw notAllowed(method, 'the referrers API', 'GET, HEAD');
-        const page = referrers.list(route, path.digest, new URL(c.req.url).searchParams.get('artifactType') ?? undefined);
-        const headers: Record<string, string> = {
-          'Content-Type': MediaType.ociIndex,
-          'Content-Length': String(page.body.length),
-          ...API_VERSION_HEADER,
-        };
-        if (page.filtersApplied) headers['OCI-Filters-Applied'] = page.filtersApplied;
-        return new Response(method === 'GET' ? new Uint8Array(page.body) : null, { status: 200, headers });
-      }
       case 'blob':
         if (method === 'DELETE') {
           throw ociErrors.unsupported(
@@ -86,7 +69,7 @@ export function createPushApi(mirror: Mirror, config: MirrorConfig, log: Logger)
     }
   };
 
-  return { handler, uploads, service, referrers, close: () => uploads.close() };
+  return { handler, uploads, service, close: () => uploads.close() };
 }
 
 async function uploadRoute(c: Context<AppEnv>, uploads: UploadManager, route: Route, sessionId: string | undefined): Promise<Response> {

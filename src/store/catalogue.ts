@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { ReferrersCatalogue } from './referrers-catalogue.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
 
 export interface ManifestRow {
@@ -41,6 +42,8 @@ export interface NewManifest {
   children?: Array<Omit<IndexChildRow, 'repo' | 'index_digest'>>;
   /** In the manifest's order (config first), which read-ahead follows. */
   blobs?: Array<{ digest: string; mediaType: string; size: number }>;
+  /** The manifest names a subject (OCI 1.1): recorded for the referrers API. */
+  referrer?: { subject: string; artifactType?: string; annotations?: Record<string, string> };
 }
 
 /** How often batched last-access times are written (they are advisory: LRU eviction order). */
@@ -52,6 +55,8 @@ const TOUCH_FLUSH_MS = 5000;
  */
 export class Catalogue {
   readonly db: Database.Database;
+  /** Which stored manifests refer to which, and upstreams' referrers lists. */
+  readonly referrers: ReferrersCatalogue;
   private readonly stmts;
   private readonly touchedManifests = new Map<string, number>();
   private readonly touchedBlobs = new Map<string, number>();
@@ -65,6 +70,7 @@ export class Catalogue {
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
     this.migrate();
+    this.referrers = new ReferrersCatalogue(this.db);
     const db = this.db;
     this.stmts = {
       getManifest: db.prepare<[string, string], ManifestRow>(
@@ -171,6 +177,9 @@ export class Catalogue {
       (m.blobs ?? []).forEach((b, position) =>
         this.stmts.insertManifestBlob.run(m.repo, m.digest, b.digest, b.mediaType, b.size, position),
       );
+      if (m.referrer) {
+        this.referrers.add({ repo: m.repo, digest: m.digest, mediaType: m.mediaType, size: m.size, subject: m.referrer.subject, artifactType: m.referrer.artifactType, annotations: m.referrer.annotations });
+      }
     })();
   };
 
@@ -268,6 +277,17 @@ export class Catalogue {
     })();
   }
 
+  /**
+   * Tags of the tag schemes about `subject`: its referrers fallback tag `sha256-<hex>` and
+   * cosign's `sha256-<hex>.sig`, `.att`, `.sbom`, those that are stored.
+   */
+  schemeTagsFor(repo: string, subject: string): TagRow[] {
+    const base = subject.replace(':', '-');
+    return this.db
+      .prepare<[string, string, string, string, string], TagRow>('SELECT * FROM tags WHERE repo = ? AND tag IN (?, ?, ?, ?) ORDER BY tag')
+      .all(repo, base, `${base}.sig`, `${base}.att`, `${base}.sbom`);
+  }
+
   /** Every tag, optionally of one repository (or those under a prefix such as `docker.io`). */
   allTags(repoFilter?: string): TagRow[] {
     if (!repoFilter) return this.db.prepare('SELECT * FROM tags ORDER BY repo, tag').all() as TagRow[];
@@ -316,6 +336,7 @@ export class Catalogue {
         delChildren.run(m.repo, m.digest);
         delRefs.run(m.repo, m.digest);
         delTagsOf.run(m.repo, m.digest);
+        this.referrers.removeReferrer(m.repo, m.digest);
       }
       for (const b of blobs) this.stmts.deleteBlob.run(b);
     })();

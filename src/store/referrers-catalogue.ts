@@ -1,9 +1,14 @@
 import type Database from 'better-sqlite3';
 
 /**
- * The Referrers API's table, in the catalogue's database (`mirror.db`). Its own
- * `CREATE TABLE IF NOT EXISTS`, so it needs no change to the catalogue's schema or version: a
- * store opened by a build without push support simply never has rows here.
+ * The Referrers API's tables, in the catalogue's database (`mirror.db`). Their own
+ * `CREATE TABLE IF NOT EXISTS`, so they need no change to the catalogue's schema version: an
+ * older build opening the store simply never reads them.
+ *
+ * `referrers` holds every stored manifest that names a subject (pushed, pulled through or
+ * imported). `referrer_lists` keeps what an upstream last answered for a subject (its referrers
+ * API, else its fallback tag), with when it was asked: revalidated after the tag TTL, served
+ * stale when upstream fails and as is offline.
  */
 const REFERRERS_SCHEMA = `
 CREATE TABLE IF NOT EXISTS referrers (
@@ -18,6 +23,13 @@ CREATE TABLE IF NOT EXISTS referrers (
   PRIMARY KEY (repo, subject_digest, digest)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS referrers_by_digest ON referrers (repo, digest);
+CREATE TABLE IF NOT EXISTS referrer_lists (
+  repo        TEXT NOT NULL,
+  subject     TEXT NOT NULL,
+  descriptors TEXT NOT NULL,     -- JSON array of descriptors, as upstream listed them
+  checked_at  INTEGER NOT NULL,
+  PRIMARY KEY (repo, subject)
+) WITHOUT ROWID;
 `;
 
 export interface ReferrerRow {
@@ -63,6 +75,19 @@ export class ReferrersCatalogue {
           ORDER BY r.created_at, r.digest`,
       ),
       removeReferrer: db.prepare('DELETE FROM referrers WHERE repo = ? AND digest = ?'),
+      subjectsOf: db.prepare<[string, string], { subject_digest: string }>(
+        'SELECT subject_digest FROM referrers WHERE repo = ? AND digest = ?',
+      ),
+      getList: db.prepare<[string, string], { descriptors: string; checked_at: number }>(
+        'SELECT descriptors, checked_at FROM referrer_lists WHERE repo = ? AND subject = ?',
+      ),
+      putList: db.prepare(
+        `INSERT INTO referrer_lists (repo, subject, descriptors, checked_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (repo, subject) DO UPDATE SET descriptors = excluded.descriptors, checked_at = excluded.checked_at`,
+      ),
+      allStored: db.prepare<[], ReferrerRow>(
+        `SELECT r.* FROM referrers r JOIN manifests m ON m.repo = r.repo AND m.digest = r.digest`,
+      ),
     };
   }
 
@@ -83,6 +108,31 @@ export class ReferrersCatalogue {
   list(repo: string, subject: string, artifactType?: string): ReferrerRow[] {
     const rows = this.stmts.list.all(repo, subject);
     return artifactType === undefined ? rows : rows.filter((r) => r.artifact_type === artifactType);
+  }
+
+  /** The subjects a stored manifest refers to (usually one). */
+  subjectsOf(repo: string, digest: string): string[] {
+    return this.stmts.subjectsOf.all(repo, digest).map((r) => r.subject_digest);
+  }
+
+  /** Every referrer whose manifest is stored, for gc and inventories. */
+  allStored(): ReferrerRow[] {
+    return this.stmts.allStored.all();
+  }
+
+  /** What upstream last listed for `subject`, and when it was asked. */
+  upstreamList(repo: string, subject: string): { descriptors: unknown[]; checkedAt: number } | undefined {
+    const row = this.stmts.getList.get(repo, subject);
+    if (!row) return undefined;
+    try {
+      return { descriptors: JSON.parse(row.descriptors) as unknown[], checkedAt: row.checked_at };
+    } catch {
+      return undefined;
+    }
+  }
+
+  saveUpstreamList(repo: string, subject: string, descriptors: unknown[]): void {
+    this.stmts.putList.run(repo, subject, JSON.stringify(descriptors), Date.now());
   }
 
   /** Forgets `digest` as a referrer (its manifest was deleted). */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseManifest, type IndexManifest } from '../../src/oci/manifest.js';
 import { describePolicy, missingChildren } from '../../src/push/push.js';
-import { artifactTypeOf } from '../../src/mirror/referrers.js';
+import { artifactTypeOf } from '../../src/oci/referrers.js';
 import { parseContentRange } from '../../src/push/uploads.js';
 
 const d = (c: string) => `sha256:${c.repeat(64)}`;
