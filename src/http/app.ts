@@ -7,6 +7,7 @@ import type { Mirror } from '../mirror/mirror.js';
 import type { Route } from '../mirror/routing.js';
 import { toClientError } from '../mirror/upstream-errors.js';
 import type { Logger } from '../log.js';
+import { errorReachedUpstream, trackUpstreamContact } from '../upstream/contact.js';
 import { hasRole, type Authenticator, type Identity } from './auth.js';
 import type { Metrics } from './metrics.js';
 import { parseApiPath, type ApiPath } from './paths.js';
@@ -14,7 +15,7 @@ import { API_VERSION_HEADER, blobResponse, errorResponse, jsonResponse, manifest
 
 export type AppEnv = {
   Bindings: HttpBindings;
-  Variables: { route?: Route; cache?: string; identity?: Identity; kind?: string };
+  Variables: { route?: Route; cache?: string; identity?: Identity; kind?: string; reachedUpstream?: boolean };
 };
 
 /** Handles the write side of the API (uploads, manifest PUT, DELETE, referrers) when push is enabled. */
@@ -39,11 +40,16 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     await next();
     const route = c.get('route');
     const kind = c.get('kind') ?? 'other';
-    const status = c.res.status === 200 && c.env?.outgoing?.headersSent ? c.env.outgoing.statusCode : c.res.status;
-    const bytes = Number(c.res.headers.get('content-length') ?? c.env?.outgoing?.getHeader?.('content-length') ?? 0);
+    const out = c.env?.outgoing;
+    const status = c.res.status === 200 && out?.headersSent ? out.statusCode : c.res.status;
+    // A HEAD sends no body, whatever its Content-Length says.
+    const bytes = c.req.method === 'HEAD' ? 0 : Number(c.res.headers.get('content-length') ?? out?.getHeader?.('content-length') ?? 0);
+    // Counted now, when the response is decided: a client may hold every byte of a body before
+    // the socket's 'close' reaches us, and a scrape right after must already see its request.
+    metrics.requests.inc({ route: kind, method: c.req.method, status: String(status) });
+    if (c.req.method === 'GET' && status < 300) metrics.servedBytes.inc({}, bytes);
+    const upstream = c.get('reachedUpstream') ? route?.upstream.name : undefined;
     const record = (): void => {
-      metrics.requests.inc({ route: kind, method: c.req.method, status: String(status) });
-      if (c.req.method === 'GET' && status < 300) metrics.servedBytes.inc({}, bytes);
       log.info('request', {
         method: c.req.method,
         path: new URL(c.req.url).pathname,
@@ -51,13 +57,12 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
         bytes,
         ms: Math.round((performance.now() - started) * 10) / 10,
         cache: c.get('cache'),
-        upstream: route?.upstream.name,
+        upstream,
         user: c.get('identity')?.user,
       });
     };
     // The body (a blob's above all) may still be going out: log once the response is over, so
     // that `ms` covers the whole body, not only the time to the headers.
-    const out = c.env?.outgoing;
     if (out && !out.closed) out.once('close', record);
     else record();
   });
@@ -102,7 +107,7 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
       if (!READ_METHODS.has(method)) {
         throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on the referrers API (allowed: GET, HEAD)`, undefined, { Allow: 'GET, HEAD' });
       }
-      const page = await mirror.referrers.list(route, path.digest, url.searchParams.get('artifactType') ?? undefined);
+      const page = await tracked(c, () => mirror.referrers.list(route, path.digest, url.searchParams.get('artifactType') ?? undefined));
       return referrersResponse(page, method === 'GET', route.local ? {} : { 'OCI-Namespace': ns ?? route.upstream.name });
     }
     if (!READ_METHODS.has(method) || path.kind === 'upload') {
@@ -114,14 +119,16 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     const wantBody = method === 'GET';
     switch (path.kind) {
       case 'manifest': {
-        const m = await mirror.manifests.get(route, path.reference, wantBody);
+        const m = await tracked(c, () => mirror.manifests.get(route, path.reference, wantBody));
         c.set('cache', m.source === 'store' ? 'hit' : m.source === 'stale' ? 'stale' : 'miss');
         metrics.cache.inc({ kind: 'manifest', result: c.get('cache')! });
         return manifestResponse(m, extra, c.req.header('if-none-match'));
       }
       case 'blob': {
-        const b = await mirror.blobs.get(route, path.digest, { wantBody, range: c.req.header('range'), readAhead: true });
+        // Tracked only for a failure's sake: a hit may start a read-ahead download of the next blob.
+        const { value: b } = await trackUpstreamContact(() => mirror.blobs.get(route, path.digest, { wantBody, range: c.req.header('range'), readAhead: true }));
         c.set('cache', b.source === 'store' ? 'hit' : 'miss');
+        if (b.source === 'upstream') c.set('reachedUpstream', true);
         metrics.cache.inc({ kind: 'blob', result: c.get('cache')! });
         try {
           return await blobResponse(c.env?.outgoing, b, extra, mirror.config.blobs.sendfile);
@@ -130,13 +137,13 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
         }
       }
       case 'tags': {
-        const page = await mirror.tags.list(route, {
+        const page = await tracked(c, () => mirror.tags.list(route, {
           name: path.name,
           n: url.searchParams.get('n') ?? undefined,
           last: url.searchParams.get('last') ?? undefined,
           path: rawPath,
           ns,
-        });
+        }));
         const headers: Record<string, string> = {
           'Content-Type': 'application/json',
           'Content-Length': String(page.body.length),
@@ -152,6 +159,7 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
   app.notFound((c) => errorResponse(new OciError(404, 'NAME_UNKNOWN', `no route at ${new URL(c.req.url).pathname.slice(0, 200)}`)));
 
   app.onError((err, c) => {
+    if (errorReachedUpstream(err)) c.set('reachedUpstream', true);
     if (err instanceof OciError) {
       const platform = (err.detail as { platform?: unknown } | undefined)?.platform;
       if ((err.code === 'DENIED' || err.code === 'MANIFEST_UNKNOWN') && typeof platform === 'string') {
@@ -169,6 +177,13 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
   });
 
   return app;
+}
+
+/** Runs a mirror call, noting on the request whether it reached the upstream. */
+async function tracked<T>(c: Context<AppEnv>, fn: () => Promise<T>): Promise<T> {
+  const { value, contacted } = await trackUpstreamContact(fn);
+  if (contacted) c.set('reachedUpstream', true);
+  return value;
 }
 
 function rawPathOf(c: Context<AppEnv>): string | undefined {

@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { MANIFEST_ACCEPT, baseMediaType } from '../oci/media-types.js';
 import type { Logger } from '../log.js';
 import { parseChallenge, type Challenge } from './challenge.js';
+import { noteUpstreamContact } from './contact.js';
 import { UpstreamError, type UpstreamFailure } from './errors.js';
 import { basicAuthorization, TokenCache, TokenDeniedError, type Credentials } from './token-cache.js';
 
@@ -203,6 +204,7 @@ export class UpstreamClient {
     if (authorization) headers.authorization = authorization;
     let url = new URL(path, this.origin);
     for (let hop = 0; ; hop++) {
+      noteUpstreamContact();
       const res = await this.agent.request({ origin: url.origin, path: url.pathname + url.search, method, headers });
       if (!REDIRECTS.has(res.statusCode) || hop >= MAX_REDIRECTS) return res;
       const location = header(res, 'location');
@@ -228,6 +230,7 @@ export class UpstreamClient {
   private async fetchToken(url: URL, authorization: string | undefined): Promise<{ status: number; body: unknown }> {
     const headers: Record<string, string> = { 'user-agent': 'sparse-mirror' };
     if (authorization) headers.authorization = authorization;
+    noteUpstreamContact();
     const res = await this.agent.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET', headers });
     const text = (await readLimited(res.body, 1024 * 1024, 'token response')).toString('utf8');
     let body: unknown;

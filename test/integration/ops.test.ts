@@ -352,20 +352,39 @@ describe('operating the mirror', () => {
       const indexLines = lines.filter((l) => l.path === '/v2/library/app/manifests/1.0');
       expect(indexLines.map((l) => l.cache)).toEqual(['miss', 'hit']);
       for (const l of indexLines) {
-        expect(l).toMatchObject({ method: 'GET', status: 200, bytes: fx.images.app.bytes.length, upstream: proxy2.host });
+        expect(l).toMatchObject({ method: 'GET', status: 200, bytes: fx.images.app.bytes.length });
         expect(typeof l.ms).toBe('number');
       }
+      // `upstream` only where the request reached it: the miss, not the hit served from the store.
+      expect(indexLines.map((l) => l.upstream)).toEqual([proxy2.host, undefined]);
       const blobLines = lines.filter((l) => l.path === `/v2/library/app/blobs/${layer.digest}`);
       expect(blobLines.map((l) => l.cache)).toEqual(['miss', 'hit']);
+      expect(blobLines.map((l) => l.upstream)).toEqual([proxy2.host, undefined]);
       for (const l of blobLines) {
-        expect(l).toMatchObject({ method: 'GET', status: 200, upstream: proxy2.host });
+        expect(l).toMatchObject({ method: 'GET', status: 200 });
         expect(typeof l.ms).toBe('number');
         expect.soft(l.bytes, 'blob request lines log the bytes sent').toBe(layer.size);
       }
+      // Refused from the stored index: nothing was asked of the upstream.
       const refused = lines.filter((l) => l.path === `/v2/library/app/manifests/${s390x().digest}`);
       expect(refused).toHaveLength(1);
-      expect(refused[0]).toMatchObject({ method: 'GET', status: 403, upstream: proxy2.host });
+      expect(refused[0]).toMatchObject({ method: 'GET', status: 403 });
+      expect(refused[0]!.upstream).toBeUndefined();
       expect(lines.filter((l) => l.path === '/metrics').length).toBeGreaterThanOrEqual(4);
+    });
+
+    it('logs a HEAD with bytes 0 (it sent no body), and counts no served bytes for it', async () => {
+      const layer = amd64().layers[0]!;
+      const s0 = await scrape();
+      const heads = [`${m.url}/v2/library/app/manifests/1.0`, `${m.url}/v2/library/app/blobs/${layer.digest}`];
+      for (const url of heads) expect((await call(url, { method: 'HEAD' })).status).toBe(200);
+      const s1 = await scrape();
+      expect(metric(s1, 'sparse_mirror_served_bytes_total') - metric(s0, 'sparse_mirror_served_bytes_total')).toBe(0);
+      const lines = requestLines(m.logs).filter((l) => l.method === 'HEAD');
+      expect(lines.map((l) => [l.path, l.status, l.bytes, l.upstream])).toEqual([
+        ['/v2/library/app/manifests/1.0', 200, 0, undefined],
+        [`/v2/library/app/blobs/${layer.digest}`, 200, 0, undefined],
+      ]);
     });
 
     it('/healthz is 200; /readyz is 200, and 503 when the store or SQLite is unusable', async () => {
