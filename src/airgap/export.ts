@@ -9,6 +9,7 @@ import { pack as tarPack, type Pack } from 'tar-stream';
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { MediaType } from '../oci/media-types.js';
 import { parsePlatform } from '../oci/platform.js';
+import { classifyArtifact, subjectOfTag, type ArtifactKind } from '../oci/referrers.js';
 import { DigestMismatchError, SizeMismatchError } from '../store/blob-store.js';
 import type { ManifestRow } from '../store/catalogue.js';
 import type { Mirror } from '../mirror/mirror.js';
@@ -37,7 +38,17 @@ export interface ExportedImage {
   platforms: string[];
   /** Platforms listed in the index that are not in the layout (not mirrored, or not carried). */
   absent: string[];
+  /** Signatures, SBOMs and attestations of the image (and of its carried children) in the layout. */
+  attached: Record<ArtifactKind, number>;
 }
+
+export interface ExportOptions {
+  /** Carry each image's referrers and cosign tags (default true; `--no-referrers` turns it off). */
+  referrers?: boolean;
+}
+
+/** Signatures of signatures (a signed SBOM) are carried too, this deep. */
+const MAX_ATTACHMENT_DEPTH = 3;
 
 export interface ExportResult {
   path: string;
@@ -59,11 +70,11 @@ export function isTarPath(path: string): boolean {
   return /\.tar$/i.test(path);
 }
 
-export async function exportImages(mirror: Mirror, refs: string[], dest: string): Promise<ExportResult> {
+export async function exportImages(mirror: Mirror, refs: string[], dest: string, opts: ExportOptions = {}): Promise<ExportResult> {
   const path = resolve(dest);
   const format = isTarPath(path) ? 'tar' : 'directory';
   // Plan everything first: a missing ref or an incomplete image fails before anything is written.
-  const planner = new Planner(mirror);
+  const planner = new Planner(mirror, opts.referrers ?? mirror.config.referrers);
   const images: ExportedImage[] = [];
   const problems: string[] = [];
   for (const input of refs) {
@@ -114,7 +125,10 @@ class Planner {
   readonly descriptors: Array<Record<string, unknown>> = [];
   private readonly names = new Set<string>();
 
-  constructor(private readonly mirror: Mirror) {}
+  constructor(
+    private readonly mirror: Mirror,
+    private readonly withReferrers: boolean,
+  ) {}
 
   /** Plans one image; undefined if the same image was already asked for. */
   async add(ref: ResolvedRef): Promise<ExportedImage | undefined> {
@@ -129,7 +143,15 @@ class Planner {
     const name = imageName(ref.route, ref.tag, row.digest);
     if (this.names.has(name)) return undefined;
     this.names.add(name);
-    const image: ExportedImage = { name, tag: ref.tag, digest: row.digest, mediaType: row.media_type, platforms: [], absent: [] };
+    const image: ExportedImage = {
+      name,
+      tag: ref.tag,
+      digest: row.digest,
+      mediaType: row.media_type,
+      platforms: [],
+      absent: [],
+      attached: { signature: 0, sbom: 0, attestation: 0, other: 0 },
+    };
     if (row.kind === 'image' && row.platform) image.platforms.push(row.platform);
     const incomplete: string[] = [];
     const planned = new Map<string, Content>();
@@ -141,14 +163,63 @@ class Planner {
       );
     }
     for (const [k, c] of planned) if (!this.content.has(k)) this.content.set(k, c);
+    this.entry(row, name, ref.tag);
+    if (this.withReferrers) {
+      const manifests = [...planned.values()].filter((c) => c.kind === 'manifest').map((c) => c.digest.value);
+      await this.addAttachments(ref.route, manifests, image, new Set(manifests), 1);
+    }
+    return image;
+  }
+
+  /** An index.json entry, named as containerd and `sparse-mirror import` read it. */
+  private entry(row: ManifestRow, name: string, tag: string | undefined): void {
     const annotations: Record<string, string> = { [IMAGE_NAME_ANNOTATION]: name };
-    if (ref.tag) annotations[REF_NAME_ANNOTATION] = ref.tag;
+    if (tag) annotations[REF_NAME_ANNOTATION] = tag;
     const descriptor: Record<string, unknown> = { mediaType: row.media_type, digest: row.digest, size: row.size };
     const platform = row.kind === 'image' && row.platform ? parsePlatform(row.platform) : undefined;
     if (platform) descriptor.platform = platform;
     descriptor.annotations = annotations;
     this.descriptors.push(descriptor);
-    return image;
+  }
+
+  /**
+   * The signatures, SBOMs and attestations of `subjects`, as `oras copy -r --to-oci-layout` and
+   * `cosign save` lay them out: each stored referrer an index.json entry of its own (named by
+   * digest), each cosign tag (`sha256-<hex>.sig`, `.att`, `.sbom`) and fallback tag an entry with
+   * its tag as ref.name. One whose content the store lacks in part is left out.
+   */
+  private async addAttachments(route: ResolvedRef['route'], subjects: string[], image: ExportedImage, seen: Set<string>, depth: number): Promise<void> {
+    if (depth > MAX_ATTACHMENT_DEPTH) return;
+    const { catalogue } = this.mirror;
+    const key = route.key;
+    const next: string[] = [];
+    const take = async (digest: string, tag: string | undefined, kind: ArtifactKind | undefined): Promise<void> => {
+      const row = catalogue.getManifest(key, digest);
+      if (!row || !(await this.stored(row.digest, row.size))) return;
+      const planned = new Map<string, Content>();
+      const incomplete: string[] = [];
+      await this.walk(key, row, image, incomplete, planned, 0);
+      if (incomplete.length) return;
+      for (const [k, c] of planned) if (!this.content.has(k)) this.content.set(k, c);
+      const name = imageName(route, tag, digest);
+      if (!this.names.has(name)) {
+        this.names.add(name);
+        this.entry(row, name, tag);
+      }
+      if (!seen.has(digest)) {
+        seen.add(digest);
+        if (kind) image.attached[kind]++;
+        next.push(digest);
+      }
+    };
+    for (const subject of subjects) {
+      for (const r of catalogue.referrers.list(key, subject)) await take(r.digest, undefined, classifyArtifact(r.artifact_type ?? undefined));
+      for (const t of catalogue.schemeTagsFor(key, subject)) {
+        const suffix = subjectOfTag(t.tag)?.suffix;
+        await take(t.digest, t.tag, suffix ? classifyArtifact(undefined, suffix) : undefined);
+      }
+    }
+    if (next.length) await this.addAttachments(route, next, image, seen, depth + 1);
   }
 
   private async walk(

@@ -22,9 +22,14 @@ default upstream). Each gets an index.json entry named io.containerd.image.name=
 org.opencontainers.image.ref.name=<tag>. (skopeo finds a tag only among entries with OCI media
 types; for an image with Docker media types, export it alone and use oci:DIR without a tag.)
 
+Each image's signatures, SBOMs and attestations that the mirror holds go with it (its OCI
+referrers, one entry each, and cosign's sha256-<hex>.sig/.att/.sbom tags and the referrers
+fallback tag, as entries with that tag as ref.name), unless --no-referrers or referrers: false.
+
 Options:
   -c, --config FILE      config file (default mirror.config.ts, or $MIRROR_CONFIG)
   -f, --from-file FILE   also export the references in FILE, one per line (# starts a comment)
+      --no-referrers     leave signatures, SBOMs and attestations out
   -h, --help             show this help
 
 Exit codes: 0 exported, 1 failed (nothing written), 2 bad usage.`;
@@ -36,7 +41,7 @@ export const exportCommand: Command = {
   async run(args) {
     const { values, positionals } = parseArgs({
       args,
-      options: { ...COMMON_OPTIONS, 'from-file': { type: 'string', short: 'f' } },
+      options: { ...COMMON_OPTIONS, 'from-file': { type: 'string', short: 'f' }, 'no-referrers': { type: 'boolean' } },
       allowPositionals: true,
     });
     if (values.help) {
@@ -65,11 +70,15 @@ export const exportCommand: Command = {
 
     const ctx = await openStore(values.config, { offline: true, mustExist: true });
     try {
-      const result = await exportImages(ctx.mirror, refs, dest);
+      const result = await exportImages(ctx.mirror, refs, dest, values['no-referrers'] ? { referrers: false } : {});
       for (const image of result.images) {
         const platforms = image.platforms.length ? image.platforms.join(', ') : 'no platform-specific manifests';
         const absent = image.absent.length ? `; not in the layout: ${image.absent.join(', ')}` : '';
-        console.log(`exported ${image.name}  ${image.digest}  (${platforms}${absent})`);
+        const a = image.attached;
+        const attached = a.signature + a.sbom + a.attestation + a.other > 0
+          ? `; with ${a.signature} signature(s), ${a.sbom} SBOM(s), ${a.attestation} attestation(s)${a.other ? `, ${a.other} other referrer(s)` : ''}`
+          : '';
+        console.log(`exported ${image.name}  ${image.digest}  (${platforms}${absent}${attached})`);
       }
       const n = result.images.length;
       console.log(

@@ -3,14 +3,18 @@ import { parseArgs } from 'node:util';
 import { prefetchImage, type PrefetchProgress, type PrefetchResult } from '../upkeep/prefetch.js';
 import { COMMON_OPTIONS, UsageError, formatBytes, openStore, type Command } from './command.js';
 
-const USAGE = `Usage: sparse-mirror prefetch [--from-file FILE] <ref>...
+const USAGE = `Usage: sparse-mirror prefetch [--from-file FILE] [--no-referrers] <ref>...
 
 Fetches each image into the store as a pull would: the index byte for byte, the manifests of
 the platforms this mirror carries (and their attestations), and all their blobs. Content
-already stored is not fetched again.
+already stored is not fetched again. With them go the image's signatures, SBOMs and
+attestations: for the index and each carried child, its OCI referrers (upstream's referrers
+API, or its sha256-<hex> fallback tag) and cosign's sha256-<hex>.sig/.att/.sbom tags, and
+what refers to those in turn (a signed SBOM). Those of platforms not carried are not fetched.
 
   <ref>              docker.io/library/alpine:3.20, ghcr.io/org/app@sha256:…, alpine:3.20 (default upstream)
   -f, --from-file F  read references from F, one per line (# comments allowed)
+      --no-referrers leave signatures, SBOMs and attestations out (config: referrers: false)
   -c, --config FILE  config file (default mirror.config.ts)`;
 
 export const prefetchCommand: Command = {
@@ -21,7 +25,7 @@ export const prefetchCommand: Command = {
     const { values, positionals } = parseArgs({
       args,
       allowPositionals: true,
-      options: { ...COMMON_OPTIONS, 'from-file': { type: 'string', short: 'f' } },
+      options: { ...COMMON_OPTIONS, 'from-file': { type: 'string', short: 'f' }, 'no-referrers': { type: 'boolean' } },
     });
     if (values.help) {
       console.log(USAGE);
@@ -49,7 +53,8 @@ export const prefetchCommand: Command = {
       for (const ref of refs) {
         const bar = progressPrinter(ref);
         try {
-          const r = await prefetchImage(ctx.mirror, ref, bar.update);
+          const r = await prefetchImage(ctx.mirror, ref, { onProgress: bar.update, ...(values['no-referrers'] ? { referrers: false } : {}) });
+          for (const p of r.attachmentProblems) process.stderr.write(`${r.ref}  warning: ${p}\n`);
           bar.done(r);
           results.push(r);
         } catch (e) {
@@ -68,6 +73,10 @@ export const prefetchCommand: Command = {
         `images:            ${results.length} fetched${failed ? `, ${failed} failed` : ''}`,
         `platforms fetched: ${[...fetched].sort().join(', ') || '-'}`,
         `platforms skipped: ${[...skipped].sort().join(', ') || '-'} (not allowed)`,
+        `signatures:        ${sum((r) => r.attached.signature)}`,
+        `SBOMs:             ${sum((r) => r.attached.sbom)}`,
+        `attestations:      ${sum((r) => r.attached.attestation)}${sum((r) => r.attached.other) ? ` (and ${sum((r) => r.attached.other)} other referrers)` : ''}`,
+        `skipped:           ${sum((r) => r.attachedSkipped)} signatures/attestations of platforms not carried`,
         `bytes fetched:     ${formatBytes(sum((r) => r.bytesFetched))}`,
         `already present:   ${formatBytes(sum((r) => r.bytesPresent))}`,
       ].join('\n'),

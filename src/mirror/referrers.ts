@@ -3,6 +3,8 @@ import { OciError, ociErrors } from '../oci/errors.js';
 import { parseManifest } from '../oci/manifest.js';
 import {
   asReferrerDescriptor,
+  COSIGN_SUFFIXES,
+  cosignTag,
   fallbackTag,
   parseReferrersList,
   referrersIndex,
@@ -10,7 +12,7 @@ import {
 } from '../oci/referrers.js';
 import type { Catalogue } from '../store/catalogue.js';
 import type { ReferrerRow } from '../store/referrers-catalogue.js';
-import { UpstreamError } from '../upstream/errors.js';
+import { isUpstreamError, UpstreamError } from '../upstream/errors.js';
 import type { Logger } from '../log.js';
 import type { ManifestService } from './manifests.js';
 import type { Route } from './routing.js';
@@ -40,7 +42,7 @@ export interface ReferrersPolicy {
  * the signatures pushed by clients of registries without the API.
  */
 export class ReferrersService {
-  private readonly flights = new SingleFlight<ReferrerDescriptor[]>();
+  private readonly flights = new SingleFlight<Attachments>();
 
   constructor(
     private readonly catalogue: Catalogue,
@@ -64,36 +66,59 @@ export class ReferrersService {
 
   /** Every referrer of `subject`: upstream's list, overridden by what the stored manifests say of themselves. */
   async descriptors(route: Route, subject: string): Promise<ReferrerDescriptor[]> {
+    return (await this.attachments(route, subject)).descriptors;
+  }
+
+  /**
+   * What is attached to `subject`: its referrers, and which tag-schema tags exist for it
+   * (`sha256-<hex>` and cosign's `.sig`, `.att`, `.sbom`), upstream's (kept with the tag TTL)
+   * and the store's.
+   */
+  async attachments(route: Route, subject: string): Promise<Attachments> {
     const merged = new Map<string, ReferrerDescriptor>();
-    if (!route.local) for (const d of await this.upstreamDescriptors(route, subject)) merged.set(d.digest, d);
+    const tags = new Set(this.catalogue.schemeTagsFor(route.key, subject).map((t) => t.tag));
+    if (!route.local) {
+      const upstream = await this.upstreamAttachments(route, subject);
+      for (const d of upstream.descriptors) merged.set(d.digest, d);
+      for (const t of upstream.tags) tags.add(t);
+    }
+    for (const d of await this.storedFallback(route, subject)) if (!merged.has(d.digest)) merged.set(d.digest, d);
     for (const r of this.catalogue.referrers.list(route.key, subject)) merged.set(r.digest, fromRow(r));
-    return [...merged.values()];
+    return { descriptors: [...merged.values()], tags: [...tags].sort() };
+  }
+
+  /**
+   * Upstream's attachments of a subject this mirror does not carry, for counting only: nothing
+   * about it is stored, and its content is never fetched.
+   */
+  async countUpstream(route: Route, subject: string): Promise<number> {
+    if (!this.canFetch(route)) return 0;
+    // Kept like any list (it is only a list), so a re-run within the TTL asks nothing.
+    const found = await this.upstreamAttachments(route, subject, false).catch(() => undefined);
+    return found ? found.descriptors.length + found.tags.filter((t) => t !== fallbackTag(subject)).length : 0;
   }
 
   private canFetch(route: Route): boolean {
     return !this.policy.offline && route.upstream.client !== undefined;
   }
 
-  private async upstreamDescriptors(route: Route, subject: string): Promise<ReferrerDescriptor[]> {
+  private async upstreamAttachments(route: Route, subject: string, store = true): Promise<Attachments> {
     const stored = this.catalogue.referrers.upstreamList(route.key, subject);
-    const storedList = (stored?.descriptors ?? []) as ReferrerDescriptor[];
-    if ((stored && Date.now() - stored.checkedAt < this.policy.ttlMs) || !this.canFetch(route)) {
-      return [...storedList, ...(await this.fallbackDescriptors(route, subject).catch(() => []))];
-    }
+    const storedState = { descriptors: (stored?.descriptors ?? []) as ReferrerDescriptor[], tags: stored?.tags ?? [] };
+    if ((stored && Date.now() - stored.checkedAt < this.policy.ttlMs) || !this.canFetch(route)) return storedState;
     return this.flights.run(`${route.key}@${subject}`, async () => {
       try {
-        const list = await this.askUpstream(route, subject);
-        this.catalogue.referrers.saveUpstreamList(route.key, subject, list);
-        return list;
+        const found = await this.askUpstream(route, subject, store);
+        this.catalogue.referrers.saveUpstreamList(route.key, subject, found.descriptors, found.tags);
+        return found;
       } catch (e) {
         if (stored) {
           this.log.warn('upstream failed; serving the stored referrers list (stale-if-error)', { repo: route.key, subject, error: (e as Error).message });
-          return [...storedList, ...(await this.fallbackDescriptors(route, subject).catch(() => []))];
+          return storedState;
         }
-        // The API failed and nothing is stored: the fallback tag alone, if it can be had.
-        const fallback = await this.fallbackDescriptors(route, subject).catch(() => undefined);
-        if (fallback && fallback.length > 0) return fallback;
-        if (this.catalogue.referrers.list(route.key, subject).length > 0) return [];
+        // Nothing stored, but the store may hold some (imported, or pulled by digest): those.
+        const local = this.catalogue.referrers.list(route.key, subject).length + this.catalogue.schemeTagsFor(route.key, subject).length;
+        if (local > 0) return { descriptors: [], tags: [] };
         // Answer as a registry without the API: a 404, after which clients look up the tag themselves.
         const reason = toClientError(e, 'MANIFEST_UNKNOWN').message;
         throw new OciError(404, 'MANIFEST_UNKNOWN', `the referrers of ${route.key}@${subject} could not be had from upstream (${reason}); try tag ${fallbackTag(subject)}`);
@@ -101,32 +126,68 @@ export class ReferrersService {
     });
   }
 
-  /** Upstream's referrers API (where it has one) and its fallback tag, merged. */
-  private async askUpstream(route: Route, subject: string): Promise<ReferrerDescriptor[]> {
+  /**
+   * Upstream's referrers API (where it has one), merged with its fallback tag's index; and which
+   * scheme tags upstream has (HEADs: free against Docker Hub's pull limit). With `store`, the
+   * fallback index is pulled through the manifest service (verified, kept with the tag TTL).
+   */
+  private async askUpstream(route: Route, subject: string, store: boolean): Promise<Attachments> {
+    const client = route.upstream.client!;
     const merged = new Map<string, ReferrerDescriptor>();
-    const bytes = await route.upstream.client!.referrers(route.repo, subject);
+    const bytes = await client.referrers(route.repo, subject);
     if (bytes) {
       const parsed = parseReferrersList(bytes);
       if (!parsed.ok) throw new UpstreamError('bad_response', `upstream's referrers list for ${route.key}@${subject} is not an OCI index (${parsed.reason})`);
       for (const d of parsed.descriptors) merged.set(d.digest, d);
     }
-    for (const d of await this.fallbackDescriptors(route, subject)) if (!merged.has(d.digest)) merged.set(d.digest, d);
-    return [...merged.values()];
+    const schemeTags = [fallbackTag(subject), ...COSIGN_SUFFIXES.map((s) => cosignTag(subject, s))];
+    const tags: string[] = [];
+    for (const tag of schemeTags) {
+      try {
+        await client.manifest(route.repo, tag, 'HEAD');
+        tags.push(tag);
+      } catch (e) {
+        if (!isUpstreamError(e, 'not_found')) throw e;
+      }
+    }
+    if (tags.includes(fallbackTag(subject))) {
+      let listed: ReferrerDescriptor[] = [];
+      if (store) {
+        listed = await this.storedFallback(route, subject, true);
+      } else {
+        const res = await client.manifest(route.repo, fallbackTag(subject), 'GET');
+        const parsed = parseReferrersList(res.bytes!);
+        if (parsed.ok) listed = parsed.descriptors;
+      }
+      for (const d of listed) if (!merged.has(d.digest)) merged.set(d.digest, d);
+    }
+    return { descriptors: [...merged.values()], tags };
   }
 
-  /** The entries of the fallback tag's index, through the manifest service (stored, with the tag's TTL). */
-  private async fallbackDescriptors(route: Route, subject: string): Promise<ReferrerDescriptor[]> {
+  /**
+   * The entries of the fallback tag's index: the stored one (the tag as it stands), or with
+   * `fetch` through the manifest service (pulled through, verified, with the tag's TTL).
+   */
+  private async storedFallback(route: Route, subject: string, fetch = false): Promise<ReferrerDescriptor[]> {
+    const tag = fallbackTag(subject);
+    if (!fetch && !this.catalogue.getTag(route.key, tag)) return [];
     let m;
     try {
-      m = await this.manifests.get(route, fallbackTag(subject), true);
+      m = await this.manifests.get(route, tag, true);
     } catch (e) {
-      if (e instanceof OciError && e.status === 404) return [];
+      if (!fetch || (e instanceof OciError && e.status === 404)) return [];
       throw e;
     }
     const parsed = parseManifest(m.bytes!, m.mediaType);
     if (!parsed.ok || parsed.manifest.kind !== 'index') return [];
     return parsed.manifest.children.map(asReferrerDescriptor);
   }
+}
+
+export interface Attachments {
+  descriptors: ReferrerDescriptor[];
+  /** Tag-schema tags that exist for the subject: `sha256-<hex>`, `.sig`, `.att`, `.sbom`. */
+  tags: string[];
 }
 
 function fromRow(r: ReferrerRow): ReferrerDescriptor {

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS referrer_lists (
   repo        TEXT NOT NULL,
   subject     TEXT NOT NULL,
   descriptors TEXT NOT NULL,     -- JSON array of descriptors, as upstream listed them
+  tags        TEXT NOT NULL,     -- JSON array: which of sha256-<hex>, .sig, .att, .sbom upstream has
   checked_at  INTEGER NOT NULL,
   PRIMARY KEY (repo, subject)
 ) WITHOUT ROWID;
@@ -78,12 +79,13 @@ export class ReferrersCatalogue {
       subjectsOf: db.prepare<[string, string], { subject_digest: string }>(
         'SELECT subject_digest FROM referrers WHERE repo = ? AND digest = ?',
       ),
-      getList: db.prepare<[string, string], { descriptors: string; checked_at: number }>(
-        'SELECT descriptors, checked_at FROM referrer_lists WHERE repo = ? AND subject = ?',
+      getList: db.prepare<[string, string], { descriptors: string; tags: string; checked_at: number }>(
+        'SELECT descriptors, tags, checked_at FROM referrer_lists WHERE repo = ? AND subject = ?',
       ),
       putList: db.prepare(
-        `INSERT INTO referrer_lists (repo, subject, descriptors, checked_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (repo, subject) DO UPDATE SET descriptors = excluded.descriptors, checked_at = excluded.checked_at`,
+        `INSERT INTO referrer_lists (repo, subject, descriptors, tags, checked_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (repo, subject) DO UPDATE SET
+           descriptors = excluded.descriptors, tags = excluded.tags, checked_at = excluded.checked_at`,
       ),
       allStored: db.prepare<[], ReferrerRow>(
         `SELECT r.* FROM referrers r JOIN manifests m ON m.repo = r.repo AND m.digest = r.digest`,
@@ -121,18 +123,18 @@ export class ReferrersCatalogue {
   }
 
   /** What upstream last listed for `subject`, and when it was asked. */
-  upstreamList(repo: string, subject: string): { descriptors: unknown[]; checkedAt: number } | undefined {
+  upstreamList(repo: string, subject: string): { descriptors: unknown[]; tags: string[]; checkedAt: number } | undefined {
     const row = this.stmts.getList.get(repo, subject);
     if (!row) return undefined;
     try {
-      return { descriptors: JSON.parse(row.descriptors) as unknown[], checkedAt: row.checked_at };
+      return { descriptors: JSON.parse(row.descriptors) as unknown[], tags: JSON.parse(row.tags) as string[], checkedAt: row.checked_at };
     } catch {
       return undefined;
     }
   }
 
-  saveUpstreamList(repo: string, subject: string, descriptors: unknown[]): void {
-    this.stmts.putList.run(repo, subject, JSON.stringify(descriptors), Date.now());
+  saveUpstreamList(repo: string, subject: string, descriptors: unknown[], tags: string[]): void {
+    this.stmts.putList.run(repo, subject, JSON.stringify(descriptors), JSON.stringify(tags), Date.now());
   }
 
   /** Forgets `digest` as a referrer (its manifest was deleted). */

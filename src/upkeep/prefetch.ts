@@ -3,6 +3,7 @@ import { OciError } from '../oci/errors.js';
 import { parseManifest } from '../oci/manifest.js';
 import { parsePlatform } from '../oci/platform.js';
 import { formatReference, parseImageReference } from '../oci/reference.js';
+import { classifyArtifact, subjectOfTag, type ArtifactKind } from '../oci/referrers.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Route } from '../mirror/routing.js';
 
@@ -25,9 +26,23 @@ export interface PrefetchResult {
   blobs: number;
   bytesFetched: number;
   bytesPresent: number;
+  /** Signatures, SBOMs, attestations (and other referrers) of the image and its carried children. */
+  attached: Record<ArtifactKind, number>;
+  /** Those upstream lists for children of platforms this mirror does not carry: not fetched. */
+  attachedSkipped: number;
+  /** Referrers that could not be had (refused content, upstream errors): the image itself is fine. */
+  attachmentProblems: string[];
+}
+
+export interface PrefetchOptions {
+  onProgress?: (p: PrefetchProgress) => void;
+  /** Also fetch signatures, SBOMs and attestations (default: the config's `referrers`). */
+  referrers?: boolean;
 }
 
 const BLOB_CONCURRENCY = 4;
+/** Signatures of signatures (a signed SBOM) are followed this deep. */
+const MAX_ATTACHMENT_DEPTH = 3;
 
 /** Resolves `docker.io/library/alpine:3.20`-style references to a route of this mirror. */
 export function routeForReference(mirror: Mirror, text: string): { route: Route; reference: string; display: string } {
@@ -42,7 +57,9 @@ export function routeForReference(mirror: Mirror, text: string): { route: Route;
  * the allowed platforms (with their attestations) and all their blobs. What is already stored
  * is not fetched again.
  */
-export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (p: PrefetchProgress) => void): Promise<PrefetchResult> {
+export async function prefetchImage(mirror: Mirror, text: string, opts: PrefetchOptions = {}): Promise<PrefetchResult> {
+  const onProgress = opts.onProgress;
+  const withReferrers = opts.referrers ?? mirror.config.referrers;
   const { route, reference, display } = routeForReference(mirror, text);
   const progress: PrefetchProgress = { ref: display, fetched: 0, present: 0, blobsDone: 0, blobsTotal: 0 };
   const result: PrefetchResult = {
@@ -54,8 +71,15 @@ export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (
     blobs: 0,
     bytesFetched: 0,
     bytesPresent: 0,
+    attached: { signature: 0, sbom: 0, attestation: 0, other: 0 },
+    attachedSkipped: 0,
+    attachmentProblems: [],
   };
   const blobs = new Map<string, number>();
+  /** Manifests of the image carried here: the subjects whose signatures go with it. */
+  const subjects: string[] = [];
+  /** Children of platforms not carried: their signatures are counted, not fetched. */
+  const refused: string[] = [];
   // Blobs stored from now on were fetched by this prefetch (an image config is fetched while
   // its manifest is checked), not found present. Timestamps are in milliseconds: starting on a
   // fresh one keeps a blob the previous image stored a moment ago from counting as fetched.
@@ -69,6 +93,7 @@ export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (
     else result.bytesPresent += m.size;
     const parsed = parseManifest(m.bytes!, m.mediaType);
     if (!parsed.ok) return;
+    subjects.push(m.digest);
     if (parsed.manifest.kind === 'image') {
       for (const b of mirror.catalogue.blobsOf(route.key, m.digest)) blobs.set(b.blob_digest, b.size);
       const platform = top ? mirror.catalogue.getManifest(route.key, m.digest)?.platform : undefined;
@@ -81,6 +106,8 @@ export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (
       const isAttestation = child.attestation_for !== null;
       if (!allowed) {
         if (!isAttestation && child.platform && !result.platformsSkipped.includes(child.platform)) result.platformsSkipped.push(child.platform);
+        if (isAttestation) result.attachedSkipped++;
+        else refused.push(child.child_digest);
         continue;
       }
       if (!isAttestation && child.platform && !result.platformsFetched.includes(child.platform)) result.platformsFetched.push(child.platform);
@@ -98,6 +125,11 @@ export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (
       return result;
     }
     throw e;
+  }
+
+  if (withReferrers) {
+    await fetchAttachments(mirror, route, subjects, result, blobs);
+    for (const digest of refused) result.attachedSkipped += await mirror.referrers.countUpstream(route, digest);
   }
 
   progress.blobsTotal = blobs.size;
@@ -130,6 +162,50 @@ export async function prefetchImage(mirror: Mirror, text: string, onProgress?: (
   };
   await Promise.all(Array.from({ length: BLOB_CONCURRENCY }, worker));
   return result;
+}
+
+/**
+ * Fetches what refers to `subjects` (referrers API or fallback tag, and cosign's .sig/.att/.sbom
+ * tags) and, breadth first, what refers to those, as a client verifying them would: manifests
+ * through the mirror (so they are checked and stored), their blobs queued with the image's.
+ */
+async function fetchAttachments(mirror: Mirror, route: Route, subjects: string[], result: PrefetchResult, blobs: Map<string, number>): Promise<void> {
+  const seen = new Set(subjects);
+  let level = subjects;
+  for (let depth = 1; depth <= MAX_ATTACHMENT_DEPTH && level.length > 0; depth++) {
+    const next: string[] = [];
+    for (const subject of level) {
+      const wanted: Array<{ ref: string; kind: ArtifactKind }> = [];
+      try {
+        const found = await mirror.referrers.attachments(route, subject);
+        for (const d of found.descriptors) wanted.push({ ref: d.digest, kind: classifyArtifact(d.artifactType) });
+        for (const tag of found.tags) {
+          const suffix = subjectOfTag(tag)?.suffix;
+          if (suffix) wanted.push({ ref: tag, kind: classifyArtifact(undefined, suffix) });
+        }
+      } catch (e) {
+        result.attachmentProblems.push(`referrers of ${subject}: ${(e as Error).message}`);
+      }
+      for (const w of wanted) {
+        let m;
+        try {
+          m = await mirror.manifests.get(route, w.ref, true);
+        } catch (e) {
+          result.attachmentProblems.push(`${w.ref}: ${(e as Error).message}`);
+          continue;
+        }
+        if (seen.has(m.digest)) continue;
+        seen.add(m.digest);
+        result.attached[w.kind]++;
+        result.manifests++;
+        if (m.source === 'upstream') result.bytesFetched += m.size;
+        else result.bytesPresent += m.size;
+        for (const b of mirror.catalogue.blobsOf(route.key, m.digest)) blobs.set(b.blob_digest, b.size);
+        next.push(m.digest);
+      }
+    }
+    level = next;
+  }
 }
 
 /** Date.now() once it has moved past the millisecond this was called in. */

@@ -74,10 +74,12 @@ describe('referrers API', () => {
     expect(r.headers.get('oci-filters-applied')).toBeNull();
     expect(r.index?.schemaVersion).toBe(2);
     expect(r.index?.mediaType).toBe(OCI.index);
-    expect(r.index?.manifests).toEqual([
-      { mediaType: OCI.manifest, digest: sbom.digest, size: sbom.bytes.length, artifactType: SBOM, annotations: { 'org.example.kind': 'sbom' } },
-      { mediaType: OCI.manifest, digest: sig.digest, size: sig.bytes.length, artifactType: SIG_CONFIG },
-    ]);
+    expect(r.index?.manifests).toEqual(
+      [
+        { mediaType: OCI.manifest, digest: sbom.digest, size: sbom.bytes.length, artifactType: SBOM, annotations: { 'org.example.kind': 'sbom' } },
+        { mediaType: OCI.manifest, digest: sig.digest, size: sig.bytes.length, artifactType: SIG_CONFIG },
+      ].sort((a, b) => (a.digest < b.digest ? -1 : 1)),
+    );
     // Pullers may read it; the listed manifests are there to fetch.
     expect((await referrers('local/signed', subject.digest, '', PULL_TOKEN)).status).toBe(200);
     expect((await call(m.url, 'GET', `/v2/local/signed/manifests/${sbom.digest}`)).body.equals(sbom.bytes)).toBe(true);
