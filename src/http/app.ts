@@ -9,6 +9,7 @@ import { toClientError } from '../mirror/upstream-errors.js';
 import type { Logger } from '../log.js';
 import { errorReachedUpstream, trackUpstreamContact } from '../upstream/contact.js';
 import { hasRole, type Authenticator, type Identity } from './auth.js';
+import { catalogPage } from './catalog.js';
 import type { Metrics } from './metrics.js';
 import { parseApiPath, type ApiPath } from './paths.js';
 import { API_VERSION_HEADER, blobResponse, errorResponse, jsonResponse, manifestResponse, referrersResponse } from './responses.js';
@@ -97,6 +98,16 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     c.set('kind', path.kind);
     if (auth) await requireRole(c, auth, READ_METHODS.has(method) && path.kind !== 'upload' ? 'pull' : 'push');
     if (path.kind === 'base') return jsonResponse({});
+    if (path.kind === 'catalog') {
+      if (!READ_METHODS.has(method)) {
+        throw new OciError(405, 'UNSUPPORTED', `${method} is not supported on the catalog (allowed: GET, HEAD)`, undefined, { Allow: 'GET, HEAD' });
+      }
+      const page = catalogPage(mirror.catalogue.db, url.searchParams.get('n') ?? undefined, url.searchParams.get('last') ?? undefined);
+      const body = Buffer.from(JSON.stringify({ repositories: page.repositories }));
+      const headers: Record<string, string> = { 'Content-Type': 'application/json', 'Content-Length': String(body.length), ...API_VERSION_HEADER };
+      if (page.link) headers.Link = page.link;
+      return new Response(method === 'GET' ? new Uint8Array(body) : null, { headers });
+    }
     if (path.kind === 'unknown') {
       throw new OciError(404, 'NAME_UNKNOWN', `no registry API route at ${url.pathname.slice(0, 200)}`);
     }

@@ -1,6 +1,7 @@
 /** A distribution API request, from the raw (still percent-encoded) URL path. */
 export type ApiPath =
   | { kind: 'base' }
+  | { kind: 'catalog' }
   | { kind: 'manifest'; name: string; reference: string }
   | { kind: 'blob'; name: string; digest: string }
   | { kind: 'tags'; name: string }
@@ -15,6 +16,7 @@ export type ApiPath =
 export function parseApiPath(rawPath: string): ApiPath {
   if (rawPath === '/v2' || rawPath === '/v2/') return { kind: 'base' };
   if (!rawPath.startsWith('/v2/')) return { kind: 'unknown' };
+  if (rawPath === '/v2/_catalog') return { kind: 'catalog' };
   const rest = rawPath.slice(4);
   let m = /^(.+)\/manifests\/([^/]+)$/.exec(rest);
   if (m) return { kind: 'manifest', name: m[1]!, reference: m[2]! };
