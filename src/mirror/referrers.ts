@@ -76,15 +76,16 @@ export class ReferrersService {
    */
   async attachments(route: Route, subject: string): Promise<Attachments> {
     const merged = new Map<string, ReferrerDescriptor>();
-    const tags = new Set(this.catalogue.schemeTagsFor(route.key, subject).map((t) => t.tag));
+    const tags = new Map<string, string | undefined>(this.catalogue.schemeTagsFor(route.key, subject).map((t) => [t.tag, t.digest]));
     if (!route.local) {
       const upstream = await this.upstreamAttachments(route, subject);
       for (const d of upstream.descriptors) merged.set(d.digest, d);
-      for (const t of upstream.tags) tags.add(t);
+      for (const t of upstream.tags) if (!tags.has(t.tag)) tags.set(t.tag, t.digest);
     }
     for (const d of await this.storedFallback(route, subject)) if (!merged.has(d.digest)) merged.set(d.digest, d);
     for (const r of this.catalogue.referrers.list(route.key, subject)) merged.set(r.digest, fromRow(r));
-    return { descriptors: [...merged.values()], tags: [...tags].sort() };
+    const tagList = [...tags].sort(([a], [b]) => (a < b ? -1 : 1)).map(([tag, digest]) => (digest ? { tag, digest } : { tag }));
+    return { descriptors: [...merged.values()], tags: tagList };
   }
 
   /**
@@ -95,7 +96,16 @@ export class ReferrersService {
     if (!this.canFetch(route)) return 0;
     // Kept like any list (it is only a list), so a re-run within the TTL asks nothing.
     const found = await this.upstreamAttachments(route, subject, false).catch(() => undefined);
-    return found ? found.descriptors.length + found.tags.filter((t) => t !== fallbackTag(subject)).length : 0;
+    if (!found) return 0;
+    // A cosign tag and a referrer may be the same manifest: count each once.
+    const digests = new Set(found.descriptors.map((d) => d.digest));
+    let untracked = 0;
+    for (const t of found.tags) {
+      if (t.tag === fallbackTag(subject)) continue;
+      if (t.digest) digests.add(t.digest);
+      else untracked++;
+    }
+    return digests.size + untracked;
   }
 
   private canFetch(route: Route): boolean {
@@ -104,7 +114,7 @@ export class ReferrersService {
 
   private async upstreamAttachments(route: Route, subject: string, store = true): Promise<Attachments> {
     const stored = this.catalogue.referrers.upstreamList(route.key, subject);
-    const storedState = { descriptors: (stored?.descriptors ?? []) as ReferrerDescriptor[], tags: stored?.tags ?? [] };
+    const storedState = { descriptors: (stored?.descriptors ?? []) as ReferrerDescriptor[], tags: (stored?.tags ?? []) as SchemeTag[] };
     if ((stored && Date.now() - stored.checkedAt < this.policy.ttlMs) || !this.canFetch(route)) return storedState;
     return this.flights.run(`${route.key}@${subject}`, async () => {
       try {
@@ -116,7 +126,10 @@ export class ReferrersService {
           this.log.warn('upstream failed; serving the stored referrers list (stale-if-error)', { repo: route.key, subject, error: (e as Error).message });
           return storedState;
         }
-        // Nothing stored, but the store may hold some (imported, or pulled by digest): those.
+        // Nothing stored: the fallback tag alone, if upstream serves it (the API may be what fails).
+        const fallback = await this.storedFallback(route, subject, true).catch(() => []);
+        if (fallback.length > 0) return { descriptors: fallback, tags: [{ tag: fallbackTag(subject) }] };
+        // Or what the store holds (imported, or pulled by digest).
         const local = this.catalogue.referrers.list(route.key, subject).length + this.catalogue.schemeTagsFor(route.key, subject).length;
         if (local > 0) return { descriptors: [], tags: [] };
         // Answer as a registry without the API: a 404, after which clients look up the tag themselves.
@@ -141,16 +154,16 @@ export class ReferrersService {
       for (const d of parsed.descriptors) merged.set(d.digest, d);
     }
     const schemeTags = [fallbackTag(subject), ...COSIGN_SUFFIXES.map((s) => cosignTag(subject, s))];
-    const tags: string[] = [];
+    const tags: SchemeTag[] = [];
     for (const tag of schemeTags) {
       try {
-        await client.manifest(route.repo, tag, 'HEAD');
-        tags.push(tag);
+        const head = await client.manifest(route.repo, tag, 'HEAD');
+        tags.push(head.digest ? { tag, digest: head.digest } : { tag });
       } catch (e) {
         if (!isUpstreamError(e, 'not_found')) throw e;
       }
     }
-    if (tags.includes(fallbackTag(subject))) {
+    if (tags.some((t) => t.tag === fallbackTag(subject))) {
       let listed: ReferrerDescriptor[] = [];
       if (store) {
         listed = await this.storedFallback(route, subject, true);
@@ -187,7 +200,13 @@ export class ReferrersService {
 export interface Attachments {
   descriptors: ReferrerDescriptor[];
   /** Tag-schema tags that exist for the subject: `sha256-<hex>`, `.sig`, `.att`, `.sbom`. */
-  tags: string[];
+  tags: SchemeTag[];
+}
+
+export interface SchemeTag {
+  tag: string;
+  /** What it points at, where known. */
+  digest?: string;
 }
 
 function fromRow(r: ReferrerRow): ReferrerDescriptor {

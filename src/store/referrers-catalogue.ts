@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS referrer_lists (
   repo        TEXT NOT NULL,
   subject     TEXT NOT NULL,
   descriptors TEXT NOT NULL,     -- JSON array of descriptors, as upstream listed them
-  tags        TEXT NOT NULL,     -- JSON array: which of sha256-<hex>, .sig, .att, .sbom upstream has
+  tags        TEXT NOT NULL,     -- JSON array of {tag, digest}: which of sha256-<hex>, .sig, .att, .sbom upstream has
   checked_at  INTEGER NOT NULL,
   PRIMARY KEY (repo, subject)
 ) WITHOUT ROWID;
@@ -123,17 +123,17 @@ export class ReferrersCatalogue {
   }
 
   /** What upstream last listed for `subject`, and when it was asked. */
-  upstreamList(repo: string, subject: string): { descriptors: unknown[]; tags: string[]; checkedAt: number } | undefined {
+  upstreamList(repo: string, subject: string): { descriptors: unknown[]; tags: unknown[]; checkedAt: number } | undefined {
     const row = this.stmts.getList.get(repo, subject);
     if (!row) return undefined;
     try {
-      return { descriptors: JSON.parse(row.descriptors) as unknown[], tags: JSON.parse(row.tags) as string[], checkedAt: row.checked_at };
+      return { descriptors: JSON.parse(row.descriptors) as unknown[], tags: JSON.parse(row.tags) as unknown[], checkedAt: row.checked_at };
     } catch {
       return undefined;
     }
   }
 
-  saveUpstreamList(repo: string, subject: string, descriptors: unknown[], tags: string[]): void {
+  saveUpstreamList(repo: string, subject: string, descriptors: unknown[], tags: unknown[]): void {
     this.stmts.putList.run(repo, subject, JSON.stringify(descriptors), JSON.stringify(tags), Date.now());
   }
 

@@ -179,7 +179,7 @@ async function fetchAttachments(mirror: Mirror, route: Route, subjects: string[]
       try {
         const found = await mirror.referrers.attachments(route, subject);
         for (const d of found.descriptors) wanted.push({ ref: d.digest, kind: classifyArtifact(d.artifactType) });
-        for (const tag of found.tags) {
+        for (const { tag } of found.tags) {
           const suffix = subjectOfTag(tag)?.suffix;
           if (suffix) wanted.push({ ref: tag, kind: classifyArtifact(undefined, suffix) });
         }
