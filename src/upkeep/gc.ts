@@ -1,5 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { parseDigest } from '../oci/digest.js';
+import { subjectOfTag } from '../oci/referrers.js';
 import type { BlobStore } from '../store/blob-store.js';
 import type { Catalogue } from '../store/catalogue.js';
 
@@ -44,22 +45,80 @@ export function pushedRepositories(namespace: string): (repo: string) => boolean
   return (repo) => repo.startsWith(`${namespace}/`);
 }
 
-/** Top-level manifests: those no stored index of their repository lists. Tags point at these. */
-export function findRoots(catalogue: Catalogue): Root[] {
+/**
+ * What is attached to each stored manifest (`repo@digest` → digests of the same repository):
+ * the stored manifests that name it as their `subject`, and those its tag-scheme tags point at
+ * (the referrers fallback index `sha256-<hex>`, cosign's `sha256-<hex>.sig`, `.att`, `.sbom`).
+ * A referrer belongs to its subject: kept while the subject is, forgotten with it.
+ */
+export function attachments(catalogue: Catalogue): Map<string, Set<string>> {
   const present = new Set(catalogue.allManifests().map((m) => `${m.repo}@${m.digest}`));
+  const out = new Map<string, Set<string>>();
+  const attach = (repo: string, subject: string, digest: string) => {
+    const key = `${repo}@${subject}`;
+    if (subject === digest || !present.has(key) || !present.has(`${repo}@${digest}`)) return;
+    let set = out.get(key);
+    if (!set) out.set(key, (set = new Set()));
+    set.add(digest);
+  };
+  for (const r of catalogue.referrers.allStored()) attach(r.repo, r.subject_digest, r.digest);
+  for (const t of catalogue.allTags()) {
+    const s = subjectOfTag(t.tag);
+    if (s) attach(t.repo, s.subject, t.digest);
+  }
+  return out;
+}
+
+/**
+ * Top-level manifests: those no stored index of their repository lists and that are not
+ * attached to a stored subject (a signature, SBOM or attestation goes with its image, never
+ * before it). Tags point at these. A referrer whose subject is not stored is a root of its own.
+ */
+export function findRoots(catalogue: Catalogue): Root[] {
+  return rootsOf(catalogue, attachments(catalogue));
+}
+
+function rootsOf(catalogue: Catalogue, attached: Map<string, Set<string>>): Root[] {
+  const manifests = catalogue.allManifests();
+  const present = new Set(manifests.map((m) => `${m.repo}@${m.digest}`));
   const listed = new Set<string>();
   for (const c of catalogue.allIndexChildren()) {
     if (present.has(`${c.repo}@${c.index_digest}`)) listed.add(`${c.repo}@${c.child_digest}`);
   }
-  return catalogue
-    .allManifests()
-    .filter((m) => !listed.has(`${m.repo}@${m.digest}`))
-    .map((m) => ({ repo: m.repo, digest: m.digest, lastAccess: m.last_access, storedAt: m.stored_at }));
+  const owned = new Set<string>();
+  for (const [key, digests] of attached) {
+    const repo = key.slice(0, key.lastIndexOf('@'));
+    for (const d of digests) owned.add(`${repo}@${d}`);
+  }
+  const isRoot = (key: string) => !listed.has(key) && !owned.has(key);
+  const roots = manifests.filter((m) => isRoot(`${m.repo}@${m.digest}`));
+
+  // Tags can make attachments go round (`sha256-A.sig` → B and `sha256-B.sig` → A): then no
+  // root reaches them. Such a ring gets a root of its own rather than being collected at once.
+  const reached = new Set<string>();
+  const reach = (repo: string, digest: string) => {
+    const key = `${repo}@${digest}`;
+    if (reached.has(key) || !present.has(key)) return;
+    reached.add(key);
+    for (const c of catalogue.childrenOf(repo, digest)) reach(repo, c.child_digest);
+    for (const a of attached.get(key) ?? []) reach(repo, a);
+  };
+  for (const r of roots) reach(r.repo, r.digest);
+  const unreached = manifests
+    .filter((m) => !reached.has(`${m.repo}@${m.digest}`) && !listed.has(`${m.repo}@${m.digest}`))
+    .sort((a, b) => (a.repo === b.repo ? (a.digest < b.digest ? -1 : 1) : a.repo < b.repo ? -1 : 1));
+  for (const m of unreached) {
+    if (reached.has(`${m.repo}@${m.digest}`)) continue;
+    roots.push(m);
+    reach(m.repo, m.digest);
+  }
+  return roots.map((m) => ({ repo: m.repo, digest: m.digest, lastAccess: m.last_access, storedAt: m.stored_at }));
 }
 
 /**
  * What garbage collection would remove. Live content is whatever a kept root reaches: its
- * child manifests and their blobs. A blob shared with any live image stays, whichever image
+ * child manifests, what is attached to any of them (signatures, SBOMs, attestations, the
+ * fallback index; and what is attached to those), and their blobs. A blob shared with any live image stays, whichever image
  * brought it in (the flaw of distribution's proxy TTL, which deletes shared layers).
  */
 export async function planGc(catalogue: Catalogue, store: BlobStore, opts: GcOptions = {}): Promise<GcPlan> {
@@ -68,15 +127,17 @@ export async function planGc(catalogue: Catalogue, store: BlobStore, opts: GcOpt
   const recent = (t: number) => now - t < grace;
   const inFlight = opts.inFlight ?? new Set<string>();
 
+  const attached = attachments(catalogue);
+  const roots = rootsOf(catalogue, attached);
   const expired = new Set<string>();
-  for (const r of findRoots(catalogue)) {
+  for (const r of roots) {
     const key = `${r.repo}@${r.digest}`;
     if (opts.keepsImages?.(r.repo)) continue;
     const tooOld = opts.retentionMs !== undefined && now - r.lastAccess > opts.retentionMs;
     if ((tooOld || opts.evict?.has(key)) && !recent(r.storedAt)) expired.add(key);
   }
 
-  // Walk from every kept root through the index entries that are present.
+  // Walk from every kept root through the index entries that are present and what is attached.
   const manifests = catalogue.allManifests();
   const byKey = new Map(manifests.map((m) => [`${m.repo}@${m.digest}`, m]));
   const live = new Set<string>();
@@ -85,8 +146,9 @@ export async function planGc(catalogue: Catalogue, store: BlobStore, opts: GcOpt
     if (live.has(key) || !byKey.has(key)) return;
     live.add(key);
     for (const c of catalogue.childrenOf(repo, digest)) visit(repo, c.child_digest);
+    for (const a of attached.get(key) ?? []) visit(repo, a);
   };
-  for (const r of findRoots(catalogue)) if (!expired.has(`${r.repo}@${r.digest}`)) visit(r.repo, r.digest);
+  for (const r of roots) if (!expired.has(`${r.repo}@${r.digest}`)) visit(r.repo, r.digest);
   for (const m of manifests) if (recent(m.stored_at) && !expired.has(`${m.repo}@${m.digest}`)) visit(m.repo, m.digest);
 
   const deadManifests = manifests.filter((m) => !live.has(`${m.repo}@${m.digest}`));
