@@ -66,7 +66,6 @@ describe('Docker with the mirror as registry-mirrors', () => {
     expect(trap.connections).toBeGreaterThan(before);
     expect(trap.firstBytes.some((b) => b.startsWith('CONNECT registry-1.docker.io:443'))).toBe(true);
     expect(dockerd.log()).toMatch(/platform linux\/s390x is not mirrored here/);
-    console.log(`docker (registry-mirrors), s390x: ${r.stderr.trim()}`);
   });
 });
 
@@ -95,6 +94,5 @@ describe('Docker with the mirror named as the registry', () => {
         `denied: platform linux/s390x is not mirrored here (this mirror carries linux/amd64, linux/arm64); ${s390x.digest} is the linux/s390x entry of index registry.test/library/app:2.0`,
     );
     expect(trap.connections).toBe(before);
-    console.log(`docker (named), s390x: ${r.stderr.trim()}`);
   });
 });
