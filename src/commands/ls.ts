@@ -5,8 +5,9 @@ import { COMMON_OPTIONS, formatBytes, openStore, type Command } from './command.
 const USAGE = `Usage: sparse-mirror ls [repo] [--json]
 
 Lists what the mirror holds: repository, tag, index digest, platforms present, platforms the
-index lists that are not mirrored, size on disk. [repo] filters by repository or prefix
-(docker.io/library/alpine, docker.io).
+index lists that are not mirrored, how many signatures, SBOMs and attestations of the image it
+holds (referrers and cosign's tags; those tags are not listed as images), size on disk. [repo]
+filters by repository or prefix (docker.io/library/alpine, docker.io).
 
   --json             one JSON array, for scripts
   -c, --config FILE  config file (default mirror.config.ts)`;
@@ -34,15 +35,23 @@ export const lsCommand: Command = {
         e.digest.slice(0, 19),
         e.platforms.join(',') || '-',
         e.notMirrored.join(',') || '-',
+        count(e.signatures),
+        count(e.sboms),
+        count(e.attestations),
         formatBytes(e.bytes),
       ]);
-      printTable(['REPOSITORY', 'TAG', 'DIGEST', 'PLATFORMS', 'NOT MIRRORED', 'SIZE'], rows);
+      printTable(['REPOSITORY', 'TAG', 'DIGEST', 'PLATFORMS', 'NOT MIRRORED', 'SIGNATURES', 'SBOMS', 'ATTESTATIONS', 'SIZE'], rows);
       return 0;
     } finally {
       await ctx.close();
     }
   },
 };
+
+/** A count cell: `-` for none, as the other columns say it. */
+function count(n: number): string {
+  return n === 0 ? '-' : String(n);
+}
 
 function printTable(header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));

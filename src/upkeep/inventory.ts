@@ -1,4 +1,6 @@
+import { classifyArtifact, subjectOfTag, type ArtifactKind } from '../oci/referrers.js';
 import type { Catalogue } from '../store/catalogue.js';
+import type { ReferrerRow } from '../store/referrers-catalogue.js';
 
 export interface InventoryEntry {
   repository: string;
@@ -11,21 +13,38 @@ export interface InventoryEntry {
   notMirrored: string[];
   /** Bytes on disk for this image: its manifests and the blobs they reference (shared blobs count in each image). */
   bytes: number;
+  /**
+   * Stored signatures, SBOMs and attestations about the image (its top manifest or a stored child):
+   * manifests naming it as `subject`, those under its cosign tags (`sha256-<hex>.sig` …) and the
+   * stored entries of its referrers fallback index, each counted once.
+   */
+  signatures: number;
+  sboms: number;
+  attestations: number;
 }
 
-/** What the mirror holds, tag by tag, for `sparse-mirror ls`. */
+/**
+ * What the mirror holds, tag by tag, for `sparse-mirror ls`. The tags of the tag schemes
+ * (`sha256-<hex>`, `sha256-<hex>.sig`, `.att`, `.sbom`) about a stored manifest are not images of
+ * their own: what they point at is counted with that manifest's image instead.
+ */
 export function inventory(catalogue: Catalogue, repoFilter?: string): InventoryEntry[] {
+  const referrers = referrersBySubject(catalogue);
   const out: InventoryEntry[] = [];
   for (const t of catalogue.allTags(repoFilter)) {
+    const scheme = subjectOfTag(t.tag);
+    if (scheme && catalogue.getManifest(t.repo, scheme.subject)) continue;
     const top = catalogue.getManifest(t.repo, t.digest);
     if (!top) continue;
     const platforms = new Set<string>();
     const missing = new Set<string>();
     const blobs = new Map<string, number>();
+    const held: string[] = [];
     let bytes = 0;
     const visit = (digest: string) => {
       const m = catalogue.getManifest(t.repo, digest);
       if (!m) return false;
+      held.push(digest);
       bytes += m.size;
       if (m.kind === 'image') {
         for (const b of catalogue.blobsOf(t.repo, digest)) if (catalogue.getBlob(b.blob_digest)) blobs.set(b.blob_digest, b.size);
@@ -43,6 +62,7 @@ export function inventory(catalogue: Catalogue, repoFilter?: string): InventoryE
     visit(t.digest);
     for (const size of blobs.values()) bytes += size;
     for (const p of platforms) missing.delete(p);
+    const counts = attachedCounts(catalogue, referrers, t.repo, held);
     out.push({
       repository: t.repo,
       tag: t.tag,
@@ -51,7 +71,58 @@ export function inventory(catalogue: Catalogue, repoFilter?: string): InventoryE
       platforms: [...platforms].sort(),
       notMirrored: [...missing].sort(),
       bytes,
+      signatures: counts.signature,
+      sboms: counts.sbom,
+      attestations: counts.attestation,
     });
   }
   return out;
+}
+
+interface StoredReferrers {
+  /** `repo@subject` → the stored referrers naming it. */
+  bySubject: Map<string, ReferrerRow[]>;
+  /** `repo@digest` → the referrer's artifact type, for the entries of a fallback index. */
+  typeOf: Map<string, string | undefined>;
+}
+
+function referrersBySubject(catalogue: Catalogue): StoredReferrers {
+  const bySubject = new Map<string, ReferrerRow[]>();
+  const typeOf = new Map<string, string | undefined>();
+  for (const r of catalogue.referrers.allStored()) {
+    const key = `${r.repo}@${r.subject_digest}`;
+    const rows = bySubject.get(key);
+    if (rows) rows.push(r);
+    else bySubject.set(key, [r]);
+    typeOf.set(`${r.repo}@${r.digest}`, r.artifact_type ?? undefined);
+  }
+  return { bySubject, typeOf };
+}
+
+/** What is attached to any of `subjects`, by kind, each stored manifest once. */
+function attachedCounts(catalogue: Catalogue, stored: StoredReferrers, repo: string, subjects: string[]): Record<ArtifactKind, number> {
+  const kinds = new Map<string, ArtifactKind>();
+  // A digest met twice keeps the first kind that says something (a cosign suffix is met first).
+  const note = (digest: string, kind: ArtifactKind) => {
+    if (subjects.includes(digest) || !catalogue.getManifest(repo, digest)) return;
+    const before = kinds.get(digest);
+    if (before === undefined || before === 'other') kinds.set(digest, kind);
+  };
+  for (const subject of subjects) {
+    for (const tag of catalogue.schemeTagsFor(repo, subject)) {
+      const scheme = subjectOfTag(tag.tag);
+      if (!scheme) continue;
+      if (scheme.suffix) {
+        note(tag.digest, classifyArtifact(undefined, scheme.suffix));
+        continue;
+      }
+      // The fallback index: its entries are the referrers (those the store holds count).
+      if (catalogue.getManifest(repo, tag.digest)?.kind !== 'index') continue;
+      for (const c of catalogue.childrenOf(repo, tag.digest)) note(c.child_digest, classifyArtifact(stored.typeOf.get(`${repo}@${c.child_digest}`)));
+    }
+    for (const r of stored.bySubject.get(`${repo}@${subject}`) ?? []) note(r.digest, classifyArtifact(r.artifact_type ?? undefined));
+  }
+  const counts: Record<ArtifactKind, number> = { signature: 0, sbom: 0, attestation: 0, other: 0 };
+  for (const k of kinds.values()) counts[k]++;
+  return counts;
 }

@@ -100,6 +100,9 @@ interface LsEntry {
   platforms: string[];
   notMirrored: string[];
   bytes: number;
+  signatures: number;
+  sboms: number;
+  attestations: number;
 }
 
 const isArm64 = (p: string) => /^linux\/arm64(\/v8)?$/.test(p);
@@ -314,11 +317,11 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     expect(fx.proxy.requests).toEqual([]);
   });
 
-  it('ls shows repository, tag, digest, platforms, not-mirrored platforms and size; --json for scripts', async () => {
+  it('ls shows repository, tag, digest, platforms, not-mirrored platforms, signature/SBOM/attestation counts and size; --json for scripts', async () => {
     const [table, json, teamJson] = await Promise.all([cli(['ls']), cli(['ls', '--json']), cli(['ls', `${fx.proxy.host}/team`, '--json'])]);
     expect(table.code, table.stderr).toBe(0);
     const lines = table.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^REPOSITORY\s+TAG\s+DIGEST\s+PLATFORMS\s+NOT MIRRORED\s+SIZE$/);
+    expect(lines[0]).toMatch(/^REPOSITORY\s+TAG\s+DIGEST\s+PLATFORMS\s+NOT MIRRORED\s+SIGNATURES\s+SBOMS\s+ATTESTATIONS\s+SIZE$/);
     expect(lines).toHaveLength(4);
     const appLine = lines.find((l) => l.startsWith(`${appKey()} `))!;
     expect(appLine).toBeDefined();
@@ -328,13 +331,15 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     expect(cells[3]!.split(',')).toHaveLength(2);
     expect(cells[4]).toBe('linux/386,linux/arm/v6,linux/arm/v7,linux/ppc64le,linux/s390x');
     const total = [...appContent.values()].reduce((a, b) => a + b, 0);
-    expect(cells[5]).toBe(formatBytes(total));
+    // No signatures, SBOMs or attestations of it are mirrored.
+    expect(cells.slice(5, 8)).toEqual(['-', '-', '-']);
+    expect(cells[8]).toBe(formatBytes(total));
 
     expect(json.code, json.stderr).toBe(0);
     const entries = JSON.parse(json.stdout) as LsEntry[];
     expect(entries).toHaveLength(3);
     const e = entries.find((x) => x.repository === appKey())!;
-    expect(e).toMatchObject({ tag: '1.0', digest: fx.images.app.digest, kind: 'index', bytes: total });
+    expect(e).toMatchObject({ tag: '1.0', digest: fx.images.app.digest, kind: 'index', bytes: total, signatures: 0, sboms: 0, attestations: 0 });
     expect(e.platforms).toHaveLength(2);
     expect(e.platforms).toContain('linux/amd64');
     expect(e.platforms.some(isArm64)).toBe(true);
