@@ -5,6 +5,8 @@ import { Metrics } from './http/metrics.js';
 import { createPushApi } from './push/routes.js';
 import { sendfileStatus } from './http/sendfile.js';
 import { listen, type RunningServer } from './http/server.js';
+import { loadTls, watchTls } from './http/tls.js';
+import type { Server as HttpsServer } from 'node:https';
 import { createLogger, type Logger } from './log.js';
 import { Maintenance } from './upkeep/maintenance.js';
 import { Mirror } from './mirror/mirror.js';
@@ -20,6 +22,8 @@ export interface RunningMirror {
 
 /** Opens the store, starts the HTTP server, and returns a handle that shuts both down cleanly. */
 export async function startMirror(config: MirrorConfig, log: Logger = createLogger(config.log.level)): Promise<RunningMirror> {
+  // Certificate problems stop start-up before the store is opened, naming the file.
+  const tls = config.tls ? await loadTls(config.tls) : undefined;
   const metrics = new Metrics();
   const auth = config.auth.enabled ? await Authenticator.create(config.auth) : undefined;
   const mirror = await Mirror.open(config, log, {
@@ -30,12 +34,13 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
   const app = createApp({ mirror, log, metrics, auth, push: pushApi?.handler });
   let server: RunningServer;
   try {
-    server = await listen(app, config.host, config.port);
+    server = await listen(app, config.host, config.port, tls);
   } catch (e) {
     await pushApi?.close();
     await mirror.close();
     throw e;
   }
+  const unwatchTls = config.tls ? watchTls(server.server as unknown as HttpsServer, config.tls, log) : () => {};
   const sendfile = sendfileStatus();
   log.info('sparse-mirror listening', {
     url: server.url,
@@ -44,6 +49,7 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
     upstreams: mirror.router.upstreams.map((u) => u.name),
     default: mirror.router.defaultUpstream.name,
     offline: config.offline,
+    tls: config.tls ? { cert: config.tls.cert, clientCA: config.tls.clientCA ?? false } : false,
     sendfile: config.blobs.sendfile ? sendfile.available : 'off',
   });
   if (config.blobs.sendfile && !sendfile.available) {
@@ -61,6 +67,7 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
     stop: () =>
       (stopping ??= (async () => {
         // Stop accepting, let downloads in flight finish into the store, then close SQLite.
+        unwatchTls();
         const closed = server.close();
         await maintenance.stop();
         await pushApi?.close();

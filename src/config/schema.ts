@@ -108,6 +108,18 @@ export const configSchema = z
         attempts: z.number().int().min(1).max(10).default(3),
       })
       .prefault({}),
+    /**
+     * Serve HTTPS (HTTP/1.1) with this certificate chain and key (PEM files), reloaded when the
+     * files change. `clientCA`: require client certificates signed by it (mTLS).
+     */
+    tls: z
+      .object({
+        cert: z.string().min(1),
+        key: z.string().min(1),
+        clientCA: z.string().min(1).optional(),
+      })
+      .strict()
+      .optional(),
     log: z.object({ level: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info') }).prefault({}),
     auth: authSchema.prefault({}),
     push: pushSchema.prefault({}),

@@ -53,6 +53,8 @@ function socketFd(res: ServerResponse): number | undefined {
 
 /** True when `res` can take its body through sendFileRegions(): the addon loaded, and `res` has its socket, a plain one. */
 export function canSendfile(res: ServerResponse): boolean {
+  // Never on TLS: the kernel would send the file's plain bytes past the encryption.
+  if ((res.socket as { encrypted?: boolean } | null)?.encrypted) return false;
   return load().addon !== undefined && socketFd(res) !== undefined;
 }
 

@@ -1,6 +1,7 @@
 import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
+import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
 import type { Hono } from 'hono';
 
 export interface RunningServer {
@@ -10,12 +11,16 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export function listen(app: Hono<any>, host: string, port: number): Promise<RunningServer> {
+/** Serves `app` on host:port; HTTPS (HTTP/1.1) when `tls` is given. */
+export function listen(app: Hono<any>, host: string, port: number, tls?: HttpsOptions): Promise<RunningServer> {
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch: app.fetch, hostname: host, port }, (info: AddressInfo) => {
+    const options = tls
+      ? { fetch: app.fetch, hostname: host, port, createServer: createHttpsServer, serverOptions: tls }
+      : { fetch: app.fetch, hostname: host, port };
+    const server = serve(options, (info: AddressInfo) => {
       const shownHost = info.family === 'IPv6' ? `[${info.address}]` : info.address;
       resolve({
-        url: `http://${shownHost}:${info.port}`,
+        url: `${tls ? 'https' : 'http'}://${shownHost}:${info.port}`,
         port: info.port,
         server,
         close: () =>
