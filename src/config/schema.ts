@@ -14,7 +14,18 @@ const upstreamSchema = z.object({
   password: z.string().optional(),
   /** Prefix single-name repositories with `library/` (Docker Hub's official images). Defaults on for Docker Hub. */
   libraryPrefix: z.boolean().optional(),
+  /** A PEM file of CA certificates trusted for this upstream besides the system's (an internal CA). */
+  ca: z.string().min(1).optional(),
+  /** Client certificate and key (PEM files) for an upstream that requires mTLS. */
+  clientCert: z.string().min(1).optional(),
+  clientKey: z.string().min(1).optional(),
+  /** Do not verify this upstream's certificate (self-signed). Logged as a warning at start-up. */
+  insecure: z.boolean().optional(),
+  /** Forward proxy for this upstream (`http://user:pass@proxy:3128`), or '' for none; overrides `upstream.proxy` and the environment. */
+  proxy: z.string().optional(),
 });
+
+const PROXY_URL = /^https?:\/\/[^/]+/;
 
 export const ROLES = ['pull', 'push', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
@@ -106,6 +117,8 @@ export const configSchema = z
         headersTimeoutMs: z.number().int().positive().default(30_000),
         bodyIdleTimeoutMs: z.number().int().positive().default(60_000),
         attempts: z.number().int().min(1).max(10).default(3),
+        /** Forward proxy for every upstream, or '' for none; overrides HTTPS_PROXY/HTTP_PROXY/NO_PROXY. */
+        proxy: z.string().optional(),
       })
       .prefault({}),
     /**
@@ -156,7 +169,14 @@ export const configSchema = z
     if (c.push.enabled && !c.auth.enabled) {
       ctx.addIssue({ code: 'custom', path: ['push', 'enabled'], message: 'pushing needs auth.enabled with a user or token of role push or admin' });
     }
+    if (c.upstream.proxy && !PROXY_URL.test(c.upstream.proxy)) {
+      ctx.addIssue({ code: 'custom', path: ['upstream', 'proxy'], message: 'expected an http:// or https:// proxy URL' });
+    }
     c.upstreams.forEach((u, i) => {
+      if ((u.clientCert === undefined) !== (u.clientKey === undefined)) {
+        ctx.addIssue({ code: 'custom', path: ['upstreams', i], message: 'clientCert and clientKey go together' });
+      }
+      if (u.proxy && !PROXY_URL.test(u.proxy)) ctx.addIssue({ code: 'custom', path: ['upstreams', i, 'proxy'], message: 'expected an http:// or https:// proxy URL' });
       if ((u.username === undefined) !== (u.password === undefined)) {
         ctx.addIssue({ code: 'custom', path: ['upstreams', i], message: 'username and password go together' });
       }

@@ -1,10 +1,12 @@
-import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
+import { rootCertificates } from 'node:tls';
+import { Agent, ProxyAgent, errors as undiciErrors, type Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
 import { MANIFEST_ACCEPT, baseMediaType } from '../oci/media-types.js';
 import type { Logger } from '../log.js';
 import { parseChallenge, type Challenge } from './challenge.js';
 import { noteUpstreamContact } from './contact.js';
 import { UpstreamError, type UpstreamFailure } from './errors.js';
+import { describeProxy, upstreamTransport, type UpstreamTransport } from './transport.js';
 import { basicAuthorization, TokenCache, TokenDeniedError, type Credentials } from './token-cache.js';
 
 export interface UpstreamSettings {
@@ -17,6 +19,8 @@ export interface UpstreamSettings {
   maxManifestBytes: number;
   /** Told of every failure a request ends with (for metrics). */
   onFailure?: (failure: UpstreamFailure) => void;
+  /** TLS trust, client certificate and proxy; default: the system's CAs, the proxy from the environment. */
+  transport?: UpstreamTransport;
 }
 
 export interface ManifestResponse {
@@ -46,7 +50,9 @@ const RETRY_STATUSES = new Set([500, 502, 503, 504]);
  */
 export class UpstreamClient {
   readonly origin: string;
-  private readonly agent: Agent;
+  /** Whether the caller passed the upstream's configured transport (else: defaults and the environment's proxy). */
+  readonly hasConfiguredTransport: boolean;
+  private readonly agent: Dispatcher;
   private readonly tokens: TokenCache;
   /** The last challenge seen, so later requests authenticate up front instead of after a 401. */
   private challenge: Challenge | undefined;
@@ -56,12 +62,27 @@ export class UpstreamClient {
     private readonly log: Logger,
   ) {
     this.origin = new URL(settings.url).origin;
-    this.agent = new Agent({
-      connect: { timeout: settings.timeouts.connectMs },
+    this.hasConfiguredTransport = settings.transport !== undefined;
+    const transport = settings.transport ?? upstreamTransport({ url: settings.url });
+    const tls = {
+      // `ca` replaces Node's trust store: keep the system's CAs next to the upstream's own.
+      ...(transport.ca ? { ca: [...rootCertificates, transport.ca.toString('utf8')] } : {}),
+      ...(transport.cert ? { cert: transport.cert } : {}),
+      ...(transport.key ? { key: transport.key } : {}),
+      ...(transport.insecure ? { rejectUnauthorized: false } : {}),
+    };
+    const common = {
       headersTimeout: settings.timeouts.headersMs,
       bodyTimeout: settings.timeouts.bodyIdleMs,
       connections: 64,
-    });
+    };
+    if (transport.insecure) log.warn('upstream certificates are not verified (insecure: true)', { upstream: this.origin });
+    if (transport.proxy) {
+      log.info('upstream through a proxy', { upstream: this.origin, proxy: describeProxy(transport.proxy) });
+      this.agent = new ProxyAgent({ uri: transport.proxy, requestTls: tls, proxyTls: { timeout: settings.timeouts.connectMs }, connect: { timeout: settings.timeouts.connectMs }, ...common });
+    } else {
+      this.agent = new Agent({ connect: { timeout: settings.timeouts.connectMs, ...tls }, ...common });
+    }
     this.tokens = new TokenCache((url, authorization) => this.fetchToken(url, authorization), settings.credentials);
   }
 

@@ -8,6 +8,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
+import { Agent, request } from 'undici';
 import type { TokenServerHandle } from './token-server.js';
 
 export interface RegistryHandle {
@@ -36,6 +37,8 @@ export interface StartRegistryOptions {
   storageDir?: string;
   /** Run distribution as a pull-through cache of `remoteurl`. */
   proxy?: { remoteurl: string; username?: string; password?: string };
+  /** Serve HTTPS with this certificate and key (PEM files); `clientcas`: require client certificates. */
+  tls?: { certificate: string; key: string; clientcas?: string[] };
 }
 
 const STARTUP_TIMEOUT_MS = 15_000;
@@ -100,6 +103,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Re
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const config = { ...registryConfig(`127.0.0.1:${port}`, storageDir), ...auth, ...(opts.proxy ? { proxy: { ...opts.proxy } } : {}) };
+    if (opts.tls) config.http.tls = opts.tls;
     const result = await launch(config, workDir, cleanup);
     if ('handle' in result) return { ...result.handle, dir: storageDir };
     if (!result.portTaken || attempt === 3) {
@@ -123,7 +127,7 @@ async function authConfig(auth: StartRegistryOptions['auth'], workDir: string): 
 }
 
 interface RegistryConfig {
-  http: { addr: string; secret: string; headers: Record<string, string[]> };
+  http: { addr: string; secret: string; headers: Record<string, string[]>; tls?: StartRegistryOptions['tls'] };
   [key: string]: unknown;
 }
 
@@ -148,6 +152,7 @@ function registryConfig(addr: string, storageDir: string): RegistryConfig {
 }
 
 const INSTANCE_HEADER = 'X-Sparse-Mirror-Test-Instance';
+const PROBE = new Agent({ connect: { rejectUnauthorized: false } });
 
 type LaunchResult = { handle: Omit<RegistryHandle, 'dir'> } | { message: string; portTaken: boolean };
 
@@ -187,7 +192,7 @@ async function launch(
   };
 
   const host = config.http.addr;
-  const url = `http://${host}`;
+  const url = `${config.http.tls ? 'https' : 'http'}://${host}`;
   const gaveUp = { value: false };
   const instance = config.http.headers[INSTANCE_HEADER]?.[0] ?? '';
   const failure = await Promise.race([waitForV2(url, instance, gaveUp), exited]);
@@ -217,10 +222,11 @@ async function waitForV2(url: string, instance: string, gaveUp: { value: boolean
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   while (Date.now() < deadline && !gaveUp.value) {
     try {
-      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      const ours = res.headers.get(INSTANCE_HEADER) === instance;
-      if (ours && (res.status === 200 || res.status === 401)) return undefined;
+      // The probe only asks whether this instance answers; trust is the test's business.
+      const res = await request(`${url}/v2/`, { dispatcher: PROBE, signal: AbortSignal.timeout(1000) });
+      await res.body.dump();
+      const ours = res.headers[INSTANCE_HEADER.toLowerCase()] === instance;
+      if (ours && (res.statusCode === 200 || res.statusCode === 401)) return undefined;
     } catch {
       // not listening yet
     }
