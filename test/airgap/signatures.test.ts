@@ -66,6 +66,8 @@ interface Signed {
   index: PushedIndex;
   signature: Artifact;
   sbom: Artifact;
+  /** The SBOM's own cosign signature: a signature of a signature-carrying artifact, one level down. */
+  sbomSignature: Artifact;
   attestation: Artifact;
   s390x: string;
 }
@@ -83,12 +85,14 @@ describe('signatures, SBOMs and attestations from an upstream without the referr
       const sbom = referrerArtifact(subject, SPDX, Buffer.from('{"spdxVersion":"SPDX-2.3","name":"signed"}'), { 'org.example.kind': 'sbom' });
       await pushArtifact(registry.url, REPO, sbom);
       await putManifest(registry.url, REPO, schemeTag(index.digest), fallbackIndex([sbom.descriptor]), OCI_INDEX);
+      const sbomSignature = cosignSignature(`${registry.host}/${REPO}`, sbom.digest, key.privateKey);
+      await pushArtifact(registry.url, REPO, sbomSignature, schemeTag(sbom.digest, 'sig'));
       // An attestation of the s390x child, a platform the mirror does not carry: .att tag and referrer.
       const child = index.children.find((c) => c.platform?.architecture === 's390x')!;
       const attestation = referrerArtifact({ mediaType: child.mediaType, digest: child.digest, size: child.size }, IN_TOTO, Buffer.from('{"_type":"https://in-toto.io/Statement/v1"}'));
       await pushArtifact(registry.url, REPO, attestation, schemeTag(child.digest, 'att'));
       await putManifest(registry.url, REPO, schemeTag(child.digest), fallbackIndex([attestation.descriptor]), OCI_INDEX);
-      return { index, signature, sbom, attestation, s390x: child.digest };
+      return { index, signature, sbom, sbomSignature, attestation, s390x: child.digest };
     },
     mirror: ({ registry }) => ({ upstreams: [{ url: registry.url }] }),
   });
@@ -137,7 +141,7 @@ describe('signatures, SBOMs and attestations from an upstream without the referr
     const ref = `${fx.registry.host}/${REPO}:1.0`;
     const connected = await fx.startMirror({ upstreams: [{ url: fx.registry.url }] });
     const result = await prefetchImage(connected.running.mirror, ref);
-    expect(result.attached).toEqual({ signature: 1, sbom: 1, attestation: 0, other: 0 });
+    expect(result.attached).toEqual({ signature: 2, sbom: 1, attestation: 0, other: 0 }); // the index's and the SBOM's
     expect(result.attachedSkipped).toBe(1); // the s390x child's attestation: .att tag and fallback index name the same one
     expect(result.attachmentProblems).toEqual([]);
 
@@ -148,7 +152,7 @@ describe('signatures, SBOMs and attestations from an upstream without the referr
     };
     const dir = join(await fx.tempDir('signed-layout-'), 'layout');
     const exported = await exportImages(connected.running.mirror, [ref], dir);
-    expect(exported.images[0]!.attached).toEqual({ signature: 1, sbom: 1, attestation: 0, other: 0 });
+    expect(exported.images[0]!.attached).toEqual({ signature: 2, sbom: 1, attestation: 0, other: 0 });
 
     // The offline side has no route to the registry at all: an address nothing listens on.
     const offline = await fx.startMirror({ offline: true, upstreams: [{ url: 'http://127.0.0.1:9', aliases: [fx.registry.host] }] });
@@ -176,6 +180,22 @@ describe('signatures, SBOMs and attestations from an upstream without the referr
     const sbomLayer = sbomOffline.json<{ layers: Array<{ digest: string }> }>().layers[0]!.digest;
     expect((await at(`/v2/${REPO}/blobs/${sbomLayer}`)).status).toBe(200);
     expect(offline.running.mirror.catalogue.getTag(name, schemeTag(index.digest, 'sig'))).toBeDefined();
+    // The SBOM's own signature came along, and verifies over the SBOM's digest.
+    const sbomSig = await at(`/v2/${REPO}/manifests/${schemeTag(sbom.digest, 'sig')}`);
+    expect(sbomSig.status).toBe(200);
+    const sbomPayload = await at(`/v2/${REPO}/blobs/${sbomSig.json<{ layers: Array<{ digest: string }> }>().layers[0]!.digest}`);
+    expect(verifyCosignSignature(sbomSig.bytes, sbomPayload.bytes, key.publicKey, sbom.digest)).toEqual({ ok: true });
+  });
+
+  it('prefetch with referrers off fetches the image alone', async () => {
+    const { index } = fx.images;
+    const m = await fx.startMirror({ upstreams: [{ url: fx.registry.url }], referrers: false });
+    const result = await prefetchImage(m.running.mirror, `${fx.registry.host}/${REPO}:1.0`);
+    expect(result.digest).toBe(index.digest);
+    expect(result.attached).toEqual({ signature: 0, sbom: 0, attestation: 0, other: 0 });
+    const key = `${fx.registry.host}/${REPO}`;
+    expect(m.running.mirror.catalogue.getTag(key, schemeTag(index.digest, 'sig'))).toBeUndefined();
+    expect(m.running.mirror.catalogue.getManifest(key, fx.images.sbom.digest)).toBeUndefined();
   });
 });
 
