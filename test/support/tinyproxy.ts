@@ -10,7 +10,7 @@ import { envWithoutProxies, onProcessExit } from './exec.js';
 import { freePort } from './registry.js';
 
 export interface Tinyproxy {
-  /** http://127.0.0.1:PORT (no credentials) */
+  /** http://ADDRESS:PORT (no credentials) */
   url: string;
   port: number;
   /** The proxy's log: CONNECT and request lines name where clients went. */
@@ -23,7 +23,16 @@ onProcessExit(() => {
   for (const c of live) c.kill('SIGKILL');
 });
 
-export async function startTinyproxy(opts: { basicAuth?: { user: string; password: string } } = {}): Promise<Tinyproxy> {
+export interface TinyproxyOptions {
+  basicAuth?: { user: string; password: string };
+  /** Address to listen on (default 127.0.0.1); clients from anywhere are allowed. */
+  listen?: string;
+  /** Wraps the command line, e.g. to run it in a network namespace. */
+  wrap?: (argv: string[]) => [string, string[]];
+}
+
+export async function startTinyproxy(opts: TinyproxyOptions = {}): Promise<Tinyproxy> {
+  const listen = opts.listen ?? '127.0.0.1';
   const dir = await mkdtemp(join(tmpdir(), 'sm-tinyproxy-'));
   onProcessExit(() => rmSync(dir, { recursive: true, force: true }));
   const port = await freePort();
@@ -31,19 +40,20 @@ export async function startTinyproxy(opts: { basicAuth?: { user: string; passwor
   // No ConnectPort lines: CONNECT to any port (registries here listen on ephemeral ones).
   const conf = [
     `Port ${port}`,
-    'Listen 127.0.0.1',
+    `Listen ${listen}`,
     'Timeout 30',
     `LogFile "${logFile}"`,
     'LogLevel Connect',
     'MaxClients 50',
-    'Allow 127.0.0.1',
+    ...(listen === '127.0.0.1' ? ['Allow 127.0.0.1'] : []),
     'DisableViaHeader Yes',
     ...(opts.basicAuth ? [`BasicAuth ${opts.basicAuth.user} ${opts.basicAuth.password}`] : []),
     '',
   ].join('\n');
   const confPath = join(dir, 'tinyproxy.conf');
   await writeFile(confPath, conf);
-  const child = spawn('tinyproxy', ['-d', '-c', confPath], { env: envWithoutProxies(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, args] = (opts.wrap ?? ((argv) => [argv[0]!, argv.slice(1)]))(['tinyproxy', '-d', '-c', confPath]);
+  const child = spawn(command, args, { env: envWithoutProxies(), stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output += c.toString()));
@@ -61,11 +71,11 @@ export async function startTinyproxy(opts: { basicAuth?: { user: string; passwor
   while (Date.now() < deadline) {
     if (child.exitCode !== null) break;
     const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, '127.0.0.1');
+      const s = connect(port, listen);
       s.once('connect', () => (s.destroy(), resolve(true)));
       s.once('error', () => resolve(false));
     });
-    if (ok) return { url: `http://127.0.0.1:${port}`, port, log: async () => (existsSync(logFile) ? readFile(logFile, 'utf8') : ''), stop };
+    if (ok) return { url: `http://${listen}:${port}`, port, log: async () => (existsSync(logFile) ? readFile(logFile, 'utf8') : ''), stop };
     await new Promise((r) => setTimeout(r, 50));
   }
   await stop();
