@@ -30,11 +30,6 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
     fetched: (_route, bytes) => metrics.upstreamBytes.inc({}, bytes),
     upstreamFailure: (upstream, failure) => metrics.upstreamErrors.inc({ upstream, failure }),
   });
-  const unwired = unwiredTransportKeys(config, mirror);
-  if (unwired) {
-    await mirror.close();
-    throw new Error(unwired);
-  }
   const pushApi = config.push.enabled ? createPushApi(mirror, config, log) : undefined;
   const app = createApp({ mirror, log, metrics, auth, push: pushApi?.handler });
   let server: RunningServer;
@@ -81,21 +76,4 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
         await closed;
       })()),
   };
-}
-
-/**
- * Per-upstream TLS and proxy keys take effect only where the mirror hands the upstream client its
- * configured transport; until then a set key stops start-up rather than being silently ignored.
- */
-function unwiredTransportKeys(config: MirrorConfig, mirror: Mirror): string | undefined {
-  const keys = ['ca', 'clientCert', 'clientKey', 'insecure', 'proxy'] as const;
-  for (const [i, u] of config.upstreams.entries()) {
-    const set = keys.filter((k) => u[k] !== undefined);
-    if (config.upstream.proxy !== undefined) set.push('proxy');
-    const client = mirror.router.upstreams[i]?.client;
-    if (set.length > 0 && client && !client.hasConfiguredTransport) {
-      return `upstreams.${i}: ${[...new Set(set)].join(', ')} ${set.length > 1 ? 'are' : 'is'} not supported by this build yet (the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY are)`;
-    }
-  }
-  return undefined;
 }

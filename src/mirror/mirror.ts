@@ -6,6 +6,7 @@ import { PlatformAllowList } from '../oci/platform.js';
 import { BlobStore } from '../store/blob-store.js';
 import { Catalogue } from '../store/catalogue.js';
 import { UpstreamClient } from '../upstream/client.js';
+import { upstreamTransport } from '../upstream/transport.js';
 import type { UpstreamFailure } from '../upstream/errors.js';
 import type { Logger } from '../log.js';
 import { BlobService, type BlobEvents } from './blobs.js';
@@ -62,6 +63,8 @@ export class Mirror {
             attempts: config.upstream.attempts,
             maxManifestBytes: config.limits.maxManifestBytes,
             onFailure: (failure) => events.upstreamFailure?.(name, failure),
+            // Its CA, client certificate, `insecure` and proxy (else the environment's, as Go reads it).
+            transport: upstreamTransport(u, config.upstream.proxy),
           },
           log,
         ),

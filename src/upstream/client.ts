@@ -50,8 +50,6 @@ const RETRY_STATUSES = new Set([500, 502, 503, 504]);
  */
 export class UpstreamClient {
   readonly origin: string;
-  /** Whether the caller passed the upstream's configured transport (else: defaults and the environment's proxy). */
-  readonly hasConfiguredTransport: boolean;
   private readonly agent: Dispatcher;
   private readonly tokens: TokenCache;
   /** The last challenge seen, so later requests authenticate up front instead of after a 401. */
@@ -62,7 +60,6 @@ export class UpstreamClient {
     private readonly log: Logger,
   ) {
     this.origin = new URL(settings.url).origin;
-    this.hasConfiguredTransport = settings.transport !== undefined;
     const transport = settings.transport ?? upstreamTransport({ url: settings.url });
     const tls = {
       // `ca` replaces Node's trust store: keep the system's CAs next to the upstream's own.

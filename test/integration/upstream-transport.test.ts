@@ -116,20 +116,23 @@ describe('egress through a forward proxy (tinyproxy)', () => {
 });
 
 describe('the mirror with these keys in its config', () => {
-  // Until src/mirror/mirror.ts hands each upstream client its configured transport, a mirror
-  // given these keys must refuse to start rather than ignore them.
-  it('starts with them honoured, or refuses to start naming them', async () => {
-    const started = await startTestMirror({ upstreams: [{ url: tlsRegistry.url, ca: ca.cert }] }).then(
-      (m) => ({ m }),
-      (e: Error) => ({ error: e.message }),
-    );
-    if ('m' in started) {
-      fx.defer(() => started.m.stop({ removeData: true }));
-      const r = await fetch(`${started.m.url}/v2/team/app/manifests/1.0`, { headers: { accept: image.mediaType } });
-      expect(r.status).toBe(200);
-      expect(r.headers.get('docker-content-digest')).toBe(image.digest);
-    } else {
-      expect(started.error).toBe("upstreams.0: ca is not supported by this build yet (the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY are)");
-    }
+  it('pulls through from an upstream signed by a private CA, with that CA as the upstream\'s ca', async () => {
+    const m = await startTestMirror({ upstreams: [{ url: tlsRegistry.url, ca: ca.cert }] });
+    fx.defer(() => m.stop({ removeData: true }));
+    const r = await fetch(`${m.url}/v2/team/app/manifests/1.0`, { headers: { accept: image.mediaType } });
+    expect(r.status).toBe(200);
+    expect(r.headers.get('docker-content-digest')).toBe(image.digest);
+  });
+
+  it('without the ca, the same upstream is refused as untrusted (a clear 502, no content)', async () => {
+    const m = await startTestMirror({ upstreams: [{ url: tlsRegistry.url }], upstream: { attempts: 1 } });
+    fx.defer(() => m.stop({ removeData: true }));
+    const r = await fetch(`${m.url}/v2/team/app/manifests/1.0`, { headers: { accept: image.mediaType } });
+    expect(r.status).toBe(502);
+    expect(((await r.json()) as { errors: Array<{ message: string }> }).errors[0]!.message).toMatch(/certificate|unreachable/i);
+  });
+
+  it('a ca file that cannot be read stops start-up, naming it', async () => {
+    await expect(startTestMirror({ upstreams: [{ url: tlsRegistry.url, ca: '/nonexistent/ca.pem' }] })).rejects.toThrow('/nonexistent/ca.pem');
   });
 });
