@@ -112,7 +112,7 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
       throw new OciError(404, 'NAME_UNKNOWN', `no registry API route at ${url.pathname.slice(0, 200)}`);
     }
     const ns = url.searchParams.get('ns') ?? undefined;
-    const route = mirror.router.route(path.name, ns);
+    const route = mirror.router.route(path.name, ns, c.req.header('host'));
     c.set('route', route);
     if (path.kind === 'referrers') {
       if (!READ_METHODS.has(method)) {

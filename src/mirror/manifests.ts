@@ -203,9 +203,13 @@ export class ManifestService {
     return p !== undefined && this.policy.allowList.allows(p);
   }
 
+  /**
+   * The index in the client's words: the repository as it named it, and the index by digest
+   * (the request is for a child by digest; whether the client reached the index by a tag or by
+   * its digest, the digest names it exactly).
+   */
   private describeIndex(route: Route, indexDigest: string): string {
-    const tag = this.catalogue.tagsForDigest(route.key, indexDigest)[0];
-    return tag ? `${route.key}:${tag}` : `${route.key}@${indexDigest}`;
+    return `${route.asked}@${indexDigest}`;
   }
 
   private fetch(route: Route, reference: string): Promise<Fetched> {
@@ -273,7 +277,7 @@ export class ManifestService {
       throw notMirroredError({
         platform: name,
         digest,
-        image: isDigestLike(reference) ? `${route.key}@${digest}` : `${route.key}:${reference}`,
+        image: isDigestLike(reference) ? `${route.asked}@${digest}` : `${route.asked}:${reference}`,
         allowList: this.policy.allowList,
         response: this.policy.notMirrored,
       });

@@ -22,6 +22,11 @@ export interface Route {
   key: string;
   /** A repository of the local (push) namespace: never routed to an upstream. */
   local: boolean;
+  /**
+   * The repository as the client named it (`registry.example/team/app` with `?ns=` or a path
+   * prefix; `<mirror host>/library/app` for the default upstream), for messages in its words.
+   */
+  asked: string;
 }
 
 export class Router {
@@ -48,16 +53,20 @@ export class Router {
    * the default upstream (Docker's registry-mirrors), with `library/` for Docker Hub's official images.
    * Names an unconfigured registry? A clear error, and no connection is made anywhere.
    */
-  route(pathName: string, ns?: string): Route {
+  route(pathName: string, ns?: string, mirrorHost?: string): Route {
     let upstream: Upstream | undefined;
     let repo = pathName;
+    // The mirror's own address as the client used it, when it is one (the Host header is the client's).
+    const host = mirrorHost && isValidRegistryHost(mirrorHost) ? mirrorHost : undefined;
     if (this.local && (ns === undefined || ns === '') && pathName.startsWith(`${this.local.name}/`)) {
       if (!isValidRepositoryName(pathName)) throw invalidName(pathName);
-      return { upstream: this.local, repo: pathName, key: pathName, local: true };
+      return { upstream: this.local, repo: pathName, key: pathName, local: true, asked: pathName };
     }
+    let asked: string | undefined;
     if (ns !== undefined && ns !== '') {
       upstream = this.find(ns);
       if (!upstream) throw this.unknownRegistry(ns);
+      asked = `${ns}/${pathName}`;
     } else {
       const slash = pathName.indexOf('/');
       const first = slash > 0 ? pathName.slice(0, slash) : '';
@@ -66,13 +75,16 @@ export class Router {
         upstream = this.find(first);
         if (!upstream) throw this.unknownRegistry(first);
         repo = pathName.slice(slash + 1);
+        asked = pathName;
       } else {
         upstream = this.defaultUpstream;
+        if (host) asked = `${host}/${pathName}`;
       }
     }
     if (!isValidRepositoryName(repo)) throw invalidName(repo);
     if (upstream.libraryPrefix && !repo.includes('/')) repo = `library/${repo}`;
-    return { upstream, repo, key: `${upstream.name}/${repo}`, local: false };
+    const key = `${upstream.name}/${repo}`;
+    return { upstream, repo, key, local: false, asked: asked ?? key };
   }
 
   private unknownRegistry(name: string) {

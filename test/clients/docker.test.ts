@@ -91,7 +91,7 @@ describe('Docker with the mirror named as the registry', () => {
     const s390x = fx.images.app.children.find((c) => c.platform?.architecture === "s390x")!;
     expect(r.stderr.trim()).toBe(
       `pull access denied for ${fx.mirror.host}/library/app, repository does not exist or may require 'docker login': ` +
-        `denied: platform linux/s390x is not mirrored here (this mirror carries linux/amd64, linux/arm64); ${s390x.digest} is the linux/s390x entry of index registry.test/library/app:2.0`,
+        `denied: platform linux/s390x is not mirrored here (this mirror carries linux/amd64, linux/arm64); ${s390x.digest} is the linux/s390x entry of index ${fx.mirror.host}/library/app@${fx.images.app.digest}`,
     );
     expect(trap.connections).toBe(before);
   });

@@ -63,7 +63,7 @@ describe('podman with the mirror as the registry\'s location', () => {
   it('fails a non-mirrored platform with the mirror\'s message', async () => {
     const r = await podman.run(['pull', '--platform', 'linux/s390x', `${ALIAS}/team/app:2.0`]);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain(`Error: copying system image from manifest list: determining manifest MIME type for docker://${ALIAS}/team/app:2.0: reading manifest ${child('s390x').digest} in ${fx.mirror.host}/${ALIAS}/team/app: denied: platform linux/s390x is not mirrored here (this mirror carries linux/amd64, linux/arm64); ${child('s390x').digest} is the linux/s390x entry of index ${ALIAS}/team/app:2.0`);
+    expect(r.stderr).toContain(`Error: copying system image from manifest list: determining manifest MIME type for docker://${ALIAS}/team/app:2.0: reading manifest ${child('s390x').digest} in ${fx.mirror.host}/${ALIAS}/team/app: denied: platform linux/s390x is not mirrored here (this mirror carries linux/amd64, linux/arm64); ${child('s390x').digest} is the linux/s390x entry of index ${ALIAS}/team/app@${fx.images.app.digest}`);
   });
 
   it('fails a non-mirrored child pulled by its own digest too: there is nowhere to fall back to', async () => {

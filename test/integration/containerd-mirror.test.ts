@@ -232,7 +232,7 @@ describe(`ctr with the mirror as server for ${ALIAS} (air-gapped, no fallback)`,
     const s390x = child(image, 's390x');
     expect(result.code).toBe(1);
     expect(result.stderr).toContain(
-      `ctr: failed to copy: httpReadSeeker: failed open: unexpected status code ${denied.front.url}/v2/${image.repo}/manifests/${s390x.digest}?ns=${ALIAS}: 403 Forbidden - Server message: denied: ${NOT_MIRRORED}; ${s390x.digest} is the linux/s390x entry of index ${ALIAS}/${image.repo}:1.0`,
+      `ctr: failed to copy: httpReadSeeker: failed open: unexpected status code ${denied.front.url}/v2/${image.repo}/manifests/${s390x.digest}?ns=${ALIAS}: 403 Forbidden - Server message: denied: ${NOT_MIRRORED}; ${s390x.digest} is the linux/s390x entry of index ${ALIAS}/${image.repo}@${image.digest}`,
     );
     expect(upstream.requests.filter((r) => r.path.includes(s390x.digest))).toEqual([]);
   });

@@ -81,9 +81,11 @@ describe('platform allow-list', () => {
   }
   const manifestUrl = (m: TestMirror, repo: string, ref: string): string => `${m.url}/v2/${repo}/manifests/${ref}`;
   const blobUrl = (m: TestMirror, repo: string, digest: string): string => `${m.url}/v2/${repo}/blobs/${digest}`;
-  const indexName = (): string => `${proxy.host}/library/app:1.0`;
-  const notMirroredMessage = (platform: string, digest: string, carries = 'linux/amd64, linux/arm64'): string =>
-    `platform ${platform} is not mirrored here (this mirror carries ${carries}); ${digest} is the ${platform} entry of index ${indexName()}`;
+  // In the client's words: the repository as it was asked for (here through the mirror's own
+  // address, the default upstream), the index by digest.
+  const indexName = (m: TestMirror = mirror): string => `${m.host}/library/app@${app.digest}`;
+  const notMirroredMessage = (platform: string, digest: string, carries = 'linux/amd64, linux/arm64', m: TestMirror = mirror): string =>
+    `platform ${platform} is not mirrored here (this mirror carries ${carries}); ${digest} is the ${platform} entry of index ${indexName(m)}`;
 
   beforeAll(async () => {
     registry = await startRegistry();
@@ -195,8 +197,8 @@ describe('platform allow-list', () => {
     expect(r.status).toBe(404);
     const e = errorOf(r);
     expect(e.code).toBe('MANIFEST_UNKNOWN');
-    expect(e.message).toBe(notMirroredMessage('linux/s390x', child.digest));
-    expect(e.detail).toMatchObject({ platform: 'linux/s390x', index: indexName(), mirroredPlatforms: ['linux/amd64', 'linux/arm64'] });
+    expect(e.message).toBe(notMirroredMessage('linux/s390x', child.digest, undefined, m));
+    expect(e.detail).toMatchObject({ platform: 'linux/s390x', index: indexName(m), mirroredPlatforms: ['linux/amd64', 'linux/arm64'] });
   });
 
   it("platforms: ['linux/arm/v7'] carries the arm/v7 child only", async () => {
@@ -210,7 +212,7 @@ describe('platform allow-list', () => {
       const child = images.get(platform)!;
       const r = await request(manifestUrl(m, 'library/app', child.digest));
       expect(r.status, platform).toBe(403);
-      expect(errorOf(r).message).toBe(notMirroredMessage(platform, child.digest, 'linux/arm/v7'));
+      expect(errorOf(r).message).toBe(notMirroredMessage(platform, child.digest, 'linux/arm/v7', m));
     }
   });
 
@@ -224,7 +226,7 @@ describe('platform allow-list', () => {
     const amd64 = images.get('linux/amd64')!;
     const r = await request(manifestUrl(m, 'library/app', amd64.digest));
     expect(r.status).toBe(403);
-    expect(errorOf(r).message).toBe(notMirroredMessage('linux/amd64', amd64.digest, 'linux/arm64'));
+    expect(errorOf(r).message).toBe(notMirroredMessage('linux/amd64', amd64.digest, 'linux/arm64', m));
   });
 
   it('refuses a non-carried child asked for by digest before its index was seen, and stores nothing', async () => {
@@ -285,7 +287,7 @@ describe('platform allow-list', () => {
   });
 
   it('refuses a single-platform s390x image pulled by tag, naming it a single-platform image', async () => {
-    const image = `${proxy.host}/library/single:s390x`;
+    const image = `${mirror.host}/library/single:s390x`; // as asked: through the mirror's address
     const message = `platform linux/s390x is not mirrored here (this mirror carries linux/amd64, linux/arm64); ${image} is a single-platform linux/s390x image`;
     for (let i = 0; i < 2; i++) {
       const r = await request(manifestUrl(mirror, 'library/single', 's390x'));
