@@ -1,5 +1,5 @@
 // The mirror serving HTTPS with a certificate from a CA the test makes with openssl: real clients
-// (skopeo, containerd, Docker, podman) pull over TLS trusting that CA; client certificates
+// (skopeo, containerd, Docker, podman, buildah) pull over TLS trusting that CA; client certificates
 // (mTLS) when tls.clientCA is set; the certificate swapped without a restart when its files
 // change; and a bad certificate file stops start-up naming it.
 import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -55,7 +55,7 @@ describe('serving HTTPS', () => {
     expect(plain).not.toBe(200);
   });
 
-  it('real clients pull over TLS trusting the test CA: skopeo, containerd, Docker, podman', async () => {
+  it('real clients pull over TLS trusting the test CA: skopeo, containerd, Docker, podman, buildah', async () => {
     const m = await fx.startMirror({ upstreams: [{ url: fx.registry.url }], tls: serving });
     const certDir = await fx.tempDir('sm-certs-');
     await copyFile(ca.cert, join(certDir, 'ca.crt'));
@@ -97,6 +97,14 @@ describe('serving HTTPS', () => {
     expect(pp.code, pp.stderr).toBe(0);
     const inspect = await podman.run(['image', 'inspect', '--format', '{{json .RepoDigests}}', `${m.host}/library/app:2.0`]);
     expect(JSON.parse(inspect.stdout)).toContain(`${m.host}/library/app@${fx.images.app.digest}`);
+
+    const buildah = await containersTool('buildah');
+    fx.defer(() => buildah.stop());
+    await buildah.configure([]);
+    const bp = await buildah.run(['pull', '--cert-dir', certDir, '--platform', 'linux/amd64', `${m.host}/library/app:2.0`]);
+    expect(bp.code, bp.stderr).toBe(0);
+    const built = await buildah.run(['images', '--digests', '--format', '{{.Digest}}', `${m.host}/library/app:2.0`]);
+    expect(built.stdout.trim()).toBe(fx.images.app.digest);
   }, 180_000);
 
   it('with tls.clientCA, requires a client certificate signed by it (mTLS)', async () => {
