@@ -41,13 +41,6 @@ export function artifactTypeOf(manifest: ParsedManifest): string | undefined {
   return manifest.kind === 'image' ? manifest.config.mediaType : undefined;
 }
 
-/** The descriptor a referrers list gives a stored manifest that names a subject. */
-export function referrerDescriptor(digest: string, mediaType: string, size: number, manifest: ParsedManifest): ReferrerDescriptor {
-  const artifactType = artifactTypeOf(manifest);
-  const annotations = manifest.annotations && Object.keys(manifest.annotations).length > 0 ? manifest.annotations : undefined;
-  return { mediaType, digest, size, ...(artifactType ? { artifactType } : {}), ...(annotations ? { annotations } : {}) };
-}
-
 /**
  * The referrers list as an OCI index. Entries are ordered by digest so that the same set of
  * referrers gives the same bytes whichever order they arrived in (online, or after an import).
@@ -76,15 +69,11 @@ export function parseReferrersList(bytes: Buffer): { ok: true; descriptors: Refe
   }
   const parsed = listSchema.safeParse(json);
   if (!parsed.success) return { ok: false, reason: parsed.error.issues[0]?.message ?? 'not an OCI index' };
-  return { ok: true, descriptors: parsed.data.manifests.map(clean) };
+  return { ok: true, descriptors: parsed.data.manifests.map(asReferrerDescriptor) };
 }
 
-/** What an index entry says about the manifest it names, in referrer-descriptor form. */
-export function asReferrerDescriptor(d: Descriptor & { artifactType?: string; annotations?: Record<string, string> }): ReferrerDescriptor {
-  return clean(d);
-}
-
-function clean(d: ReferrerDescriptor): ReferrerDescriptor {
+/** What an index entry says about the manifest it names, in referrer-descriptor form (no platform, no empty fields). */
+export function asReferrerDescriptor(d: ReferrerDescriptor | Descriptor): ReferrerDescriptor {
   return {
     mediaType: d.mediaType,
     digest: d.digest,
