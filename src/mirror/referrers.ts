@@ -51,7 +51,10 @@ export class ReferrersService {
     private readonly log: Logger,
   ) {}
 
-  /** Never a 404 for a valid digest the mirror or upstream knows of: no referrers is an empty index. */
+  /**
+   * No referrers is an empty index, not a 404; only a pulled-through subject whose upstream
+   * cannot be asked, with nothing stored, gets a 404 (as from a registry without the API).
+   */
   async list(route: Route, digestText: string, artifactType?: string): Promise<ReferrersPage> {
     const parsed = parseDigest(digestText);
     if (!parsed.ok) throw ociErrors.digestInvalid(parsed.reason, { digest: digestText.slice(0, 80) });
@@ -89,12 +92,12 @@ export class ReferrersService {
   }
 
   /**
-   * Upstream's attachments of a subject this mirror does not carry, for counting only: nothing
-   * about it is stored, and its content is never fetched.
+   * How many attachments upstream has for a subject this mirror does not carry, for counts
+   * only: its list is kept like any list, its content is never fetched.
    */
   async countUpstream(route: Route, subject: string): Promise<number> {
     if (!this.canFetch(route)) return 0;
-    // Kept like any list (it is only a list), so a re-run within the TTL asks nothing.
+    // Kept like any list, so a re-run within the TTL asks upstream nothing.
     const found = await this.upstreamAttachments(route, subject, false).catch(() => undefined);
     if (!found) return 0;
     // A cosign tag and a referrer may be the same manifest: count each once.
