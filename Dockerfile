@@ -1,11 +1,18 @@
 # syntax=docker/dockerfile:1
 # Build stage: compiles TypeScript, better-sqlite3's native addon and our sendfile addon
 # (npm ci runs node-gyp for both), then drops dev dependencies.
-FROM node:24-bookworm-slim AS build
+# BASE: a Debian bookworm image with Node (>= 20.19) and a `node` user; the default is the official
+# Node LTS image. A base that already has python3, make and g++ skips the apt-get step.
+ARG BASE=node:24-bookworm-slim
+FROM ${BASE} AS build
+# npm's registry, if not the default (e.g. an internal mirror): --build-arg npm_config_registry=URL
+ARG npm_config_registry
 WORKDIR /app
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ \
- && rm -rf /var/lib/apt/lists/*
+RUN if command -v python3 && command -v make && command -v g++; then :; else \
+      apt-get update \
+      && apt-get install -y --no-install-recommends python3 make g++ \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY package.json package-lock.json binding.gyp ./
 COPY native ./native
 RUN npm ci
@@ -14,7 +21,7 @@ COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
 # Runtime stage: no compiler, runs as the unprivileged `node` user, store on a volume.
-FROM node:24-bookworm-slim
+FROM ${BASE}
 ENV NODE_ENV=production \
     MIRROR_HOST=0.0.0.0 \
     MIRROR_PORT=5000 \
