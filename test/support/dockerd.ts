@@ -8,7 +8,7 @@
 // - Named as the registry (`docker pull 127.0.0.1:PORT/library/x`) there is no fallback.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { envWithoutProxies, exec, onProcessExit, type ExecResult } from './exec.js';
@@ -37,6 +37,17 @@ const live = new Set<ChildProcess>();
 onProcessExit(() => {
   for (const child of live) child.kill('SIGKILL');
 });
+
+/** Lazily unmounts every mount point below `dir` (deepest first), as /proc/self/mounts lists them. */
+async function unmountUnder(dir: string): Promise<void> {
+  const mounts = await readFile('/proc/self/mounts', 'utf8').catch(() => '');
+  const points = mounts
+    .split('\n')
+    .map((l) => l.split(' ')[1])
+    .filter((p): p is string => p !== undefined && p.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const p of points) await exec('umount', ['-l', p]).catch(() => undefined);
+}
 
 export async function startDockerd(opts: DockerdOptions = {}): Promise<DockerdHandle> {
   const dir = await mkdtemp(join(tmpdir(), 'sm-dkr-'));
@@ -82,8 +93,13 @@ export async function startDockerd(opts: DockerdOptions = {}): Promise<DockerdHa
       await exited;
       clearTimeout(timer);
     }
-    // vfs layers can be large directory trees; the daemon's mounts are gone once it exited.
-    await rm(dir, { recursive: true, force: true }).catch(() => {});
+    // A container run with --network host leaves exec/netns/default bind-mounted after the
+    // daemon exits: unmount what is still mounted under the dir, or rm fails and gigabytes of
+    // vfs layers stay behind. Then say so if the dir still cannot go.
+    await unmountUnder(dir);
+    await rm(dir, { recursive: true, force: true }).catch((e: Error) => {
+      process.stderr.write(`dockerd test helper: could not remove ${dir}: ${e.message}\n`);
+    });
   };
   const handle: DockerdHandle = { socket, log: () => output, stop };
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
