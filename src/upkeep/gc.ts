@@ -96,13 +96,7 @@ function rootsOf(catalogue: Catalogue, attached: Map<string, Set<string>>): Root
   // Tags can make attachments go round (`sha256-A.sig` → B and `sha256-B.sig` → A): then no
   // root reaches them. Such a ring gets a root of its own rather than being collected at once.
   const reached = new Set<string>();
-  const reach = (repo: string, digest: string) => {
-    const key = `${repo}@${digest}`;
-    if (reached.has(key) || !present.has(key)) return;
-    reached.add(key);
-    for (const c of catalogue.childrenOf(repo, digest)) reach(repo, c.child_digest);
-    for (const a of attached.get(key) ?? []) reach(repo, a);
-  };
+  const reach = reachFrom(catalogue, attached, present, reached);
   for (const r of roots) reach(r.repo, r.digest);
   const unreached = manifests
     .filter((m) => !reached.has(`${m.repo}@${m.digest}`) && !listed.has(`${m.repo}@${m.digest}`))
@@ -113,6 +107,21 @@ function rootsOf(catalogue: Catalogue, attached: Map<string, Set<string>>): Root
     reach(m.repo, m.digest);
   }
   return roots.map((m) => ({ repo: m.repo, digest: m.digest, lastAccess: m.last_access, storedAt: m.stored_at }));
+}
+
+/**
+ * A walk that adds to `into` every stored manifest a start reaches through index entries and
+ * attachments (signatures, SBOMs, attestations, and what is attached to those).
+ */
+function reachFrom(catalogue: Catalogue, attached: Map<string, Set<string>>, present: Set<string>, into: Set<string>) {
+  const walk = (repo: string, digest: string): void => {
+    const key = `${repo}@${digest}`;
+    if (into.has(key) || !present.has(key)) return;
+    into.add(key);
+    for (const c of catalogue.childrenOf(repo, digest)) walk(repo, c.child_digest);
+    for (const a of attached.get(key) ?? []) walk(repo, a);
+  };
+  return walk;
 }
 
 /**
@@ -141,13 +150,7 @@ export async function planGc(catalogue: Catalogue, store: BlobStore, opts: GcOpt
   const manifests = catalogue.allManifests();
   const byKey = new Map(manifests.map((m) => [`${m.repo}@${m.digest}`, m]));
   const live = new Set<string>();
-  const visit = (repo: string, digest: string) => {
-    const key = `${repo}@${digest}`;
-    if (live.has(key) || !byKey.has(key)) return;
-    live.add(key);
-    for (const c of catalogue.childrenOf(repo, digest)) visit(repo, c.child_digest);
-    for (const a of attached.get(key) ?? []) visit(repo, a);
-  };
+  const visit = reachFrom(catalogue, attached, new Set(byKey.keys()), live);
   for (const r of roots) if (!expired.has(`${r.repo}@${r.digest}`)) visit(r.repo, r.digest);
   for (const m of manifests) if (recent(m.stored_at) && !expired.has(`${m.repo}@${m.digest}`)) visit(m.repo, m.digest);
 
