@@ -148,9 +148,8 @@ export async function planGc(catalogue: Catalogue, store: BlobStore, opts: GcOpt
 
   // Walk from every kept root through the index entries that are present and what is attached.
   const manifests = catalogue.allManifests();
-  const byKey = new Map(manifests.map((m) => [`${m.repo}@${m.digest}`, m]));
   const live = new Set<string>();
-  const visit = reachFrom(catalogue, attached, new Set(byKey.keys()), live);
+  const visit = reachFrom(catalogue, attached, new Set(manifests.map((m) => `${m.repo}@${m.digest}`)), live);
   for (const r of roots) if (!expired.has(`${r.repo}@${r.digest}`)) visit(r.repo, r.digest);
   for (const m of manifests) if (recent(m.stored_at) && !expired.has(`${m.repo}@${m.digest}`)) visit(m.repo, m.digest);
 
