@@ -20,6 +20,7 @@ import { thunderingHerd } from './scenarios/s4-herd.js';
 import { sparseSavings } from './scenarios/s5-sparse-savings.js';
 import { memory } from './scenarios/s6-memory.js';
 import { catalogueScale } from './scenarios/s7-catalogue-scale.js';
+import { wideArea } from './scenarios/s8-wan.js';
 
 const SCENARIOS: Array<{ id: number; name: string; run: (ctx: Ctx) => Promise<ScenarioResult> }> = [
   { id: 1, name: 'Warm blob throughput', run: blobThroughput },
@@ -29,6 +30,7 @@ const SCENARIOS: Array<{ id: number; name: string; run: (ctx: Ctx) => Promise<Sc
   { id: 5, name: 'Sparse savings', run: sparseSavings },
   { id: 6, name: 'Memory', run: memory },
   { id: 7, name: 'Catalogue scale', run: catalogueScale },
+  { id: 8, name: 'The WAN', run: wideArea },
 ];
 
 const TOOLS: Array<{ bin: string; pkg: string }> = [

@@ -15,6 +15,7 @@ export interface Settings {
   s5: { images: number; layersPerPlatform: number; layerBytes: number };
   s6: { blobs: number; blobBytes: number; anchor: boolean };
   s7: { blobs: number; tags: number; latencySeconds: number; starts: number };
+  s8: { layers: number[]; rounds: number; clients: number; rateMbit: number };
 }
 
 function envNumber(name: string, fallback: number): number {
@@ -60,6 +61,13 @@ export function settingsFromEnv(): Settings {
       tags: envNumber('BENCH_S7_TAGS', quick ? 1_000 : 10_000),
       latencySeconds: envNumber('BENCH_S7_SECONDS', quick ? 1 : 3),
       starts: envNumber('BENCH_S7_STARTS', quick ? 2 : 5),
+    },
+    s8: {
+      // 64, 48, 24, 10 and 4 MiB at the default 150 MiB; BENCH_S8_MIB scales them.
+      layers: [64, 48, 24, 10, 4].map((m) => Math.max(1024, Math.round(((m / 150) * envNumber('BENCH_S8_MIB', quick ? 24 : 150) * MIB)))),
+      rounds: envNumber('BENCH_S8_ROUNDS', quick ? 2 : 3),
+      clients: envNumber('BENCH_S8_CLIENTS', 10),
+      rateMbit: envNumber('BENCH_S8_MBIT', 200),
     },
   };
 }

@@ -20,6 +20,7 @@ export interface Proc {
 
 const procs = new Set<Proc>();
 const tempDirs = new Set<string>();
+const cleanups = new Set<() => void>();
 let hooksInstalled = false;
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {
@@ -40,6 +41,13 @@ function installHooks(): void {
   process.once('exit', () => {
     for (const p of procs) if (p.running()) killGroup(p.pid, 'SIGKILL');
     for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+    for (const fn of cleanups) {
+      try {
+        fn();
+      } catch {
+        // the others still run
+      }
+    }
   });
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.once(sig, () => {
@@ -47,6 +55,17 @@ function installHooks(): void {
       process.exit(130);
     });
   }
+}
+
+/**
+ * Runs `fn` when the benchmark exits, however it exits (after its children are killed); for what
+ * is neither a child nor a temp dir (a network namespace). It must be synchronous. Returns a
+ * function that unregisters it, for when the owner has cleaned up itself.
+ */
+export function onCleanup(fn: () => void): () => void {
+  installHooks();
+  cleanups.add(fn);
+  return () => cleanups.delete(fn);
 }
 
 /** Environment without proxy variables: everything here talks to loopback only. */

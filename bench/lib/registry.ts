@@ -17,10 +17,20 @@ export interface Distribution {
   stop(): Promise<void>;
 }
 
-export async function startDistribution(name: string, opts: { proxy?: string; storageDir?: string } = {}): Promise<Distribution> {
+export interface DistributionOptions {
+  proxy?: string;
+  storageDir?: string;
+  /** The address to listen on (default 127.0.0.1). */
+  listen?: string;
+  /** A prefix for the command, e.g. `ip netns exec <ns>`. */
+  wrap?: string[];
+}
+
+export async function startDistribution(name: string, opts: DistributionOptions = {}): Promise<Distribution> {
   const work = tempDir(`registry-${name}`);
   const storageDir = opts.storageDir ?? join(work, 'storage');
   const port = await freePort();
+  const host = `${opts.listen ?? '127.0.0.1'}:${port}`;
   const config = {
     version: 0.1,
     log: { level: 'info', formatter: 'text', fields: { service: 'registry' } },
@@ -30,16 +40,17 @@ export async function startDistribution(name: string, opts: { proxy?: string; st
       delete: { enabled: true },
       maintenance: { uploadpurging: { enabled: false } },
     },
-    http: { addr: `127.0.0.1:${port}`, secret: 'sparse-mirror-bench', headers: { 'X-Content-Type-Options': ['nosniff'] } },
+    http: { addr: host, secret: 'sparse-mirror-bench', headers: { 'X-Content-Type-Options': ['nosniff'] } },
     ...(opts.proxy ? { proxy: { remoteurl: opts.proxy } } : {}),
   };
   const configPath = join(work, 'config.yml');
   await writeFile(configPath, JSON.stringify(config, null, 2)); // JSON is YAML
   const logFile = join(work, 'registry.log');
-  const proc = startProc(`docker-registry (${name})`, process.env.DOCKER_REGISTRY_BIN ?? 'docker-registry', ['serve', configPath], { logFile });
-  const url = `http://127.0.0.1:${port}`;
+  const [command, ...args] = [...(opts.wrap ?? []), process.env.DOCKER_REGISTRY_BIN ?? 'docker-registry', 'serve', configPath];
+  const proc = startProc(`docker-registry (${name})`, command!, args, { logFile });
+  const url = `http://${host}`;
   await waitForHttp(`${url}/v2/`, { proc, timeoutMs: 20_000 });
-  return { name, url, host: `127.0.0.1:${port}`, storageDir, logFile, proc, stop: () => proc.stop() };
+  return { name, url, host, storageDir, logFile, proc, stop: () => proc.stop() };
 }
 
 /** A position in a log file; `since` reads what was appended after it. */
