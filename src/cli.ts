@@ -8,7 +8,7 @@ import { lsCommand } from './commands/ls.js';
 import { prefetchCommand } from './commands/prefetch.js';
 import { serveCommand } from './commands/serve.js';
 import { verifyCommand } from './commands/verify.js';
-import { tuneGarbageCollection } from './gc-tuning.js';
+import { incrementalMarking } from './gc-tuning.js';
 
 const COMMANDS: Command[] = [serveCommand, prefetchCommand, lsCommand, gcCommand, verifyCommand, exportCommand, importCommand];
 
@@ -52,7 +52,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-tuneGarbageCollection();
+incrementalMarking.alwaysOff(); // until `serve` says otherwise: the other commands stream blobs throughout
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

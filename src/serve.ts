@@ -1,4 +1,5 @@
 import type { MirrorConfig } from './config/schema.js';
+import { incrementalMarking } from './gc-tuning.js';
 import { createApp } from './http/app.js';
 import { Authenticator } from './http/auth.js';
 import { Metrics } from './http/metrics.js';
@@ -29,7 +30,10 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
   const mirror = await Mirror.open(config, log, {
     fetched: (_route, bytes) => metrics.upstreamBytes.inc({}, bytes),
     upstreamFailure: (upstream, failure) => metrics.upstreamErrors.inc({ upstream, failure }),
+    downloadStarted: () => incrementalMarking.streamStarted(),
+    downloadEnded: () => incrementalMarking.streamEnded(),
   });
+  incrementalMarking.streamsOnly(); // a server: marking back on whenever no blob streams through
   const pushApi = config.push.enabled ? createPushApi(mirror, config, log) : undefined;
   const app = createApp({ mirror, log, metrics, auth, push: pushApi?.handler });
   let server: RunningServer;

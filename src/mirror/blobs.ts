@@ -32,6 +32,9 @@ export interface BlobRequest {
 export interface BlobEvents {
   /** A blob was fetched from upstream and stored. */
   fetched?(route: Route, bytes: number): void;
+  /** A download from upstream started, and one ended (stored or not): bytes stream through JS meanwhile. */
+  downloadStarted?(): void;
+  downloadEnded?(): void;
 }
 
 export interface BlobResult {
@@ -159,10 +162,12 @@ export class BlobService {
       this.events.fetched?.(route, size);
     });
     this.downloads.set(digest.value, download);
+    this.events.downloadStarted?.();
     download.finished
       .catch((e: Error) => this.log.warn('blob download failed; nothing stored', { digest: digest.value, repo: route.key, error: e.message }))
       .finally(() => {
         if (this.downloads.get(digest.value) === download) this.downloads.delete(digest.value);
+        this.events.downloadEnded?.();
       });
     return download;
   }
