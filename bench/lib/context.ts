@@ -4,16 +4,35 @@ import type { SparseMirror } from './mirror.js';
 
 const MIB = 1024 * 1024;
 
+/** One kind of image for the cold pull: its pulled platform's layer sizes, in bytes. */
+export interface ImageShape {
+  name: string;
+  layers: number[];
+}
+
+/**
+ * The shapes scenario 3 pulls, spanning what registries hold (sizes in MiB; BENCH_QUICK divides
+ * them by 8). The first is the benchmark's original image.
+ */
+const SHAPES: Array<{ name: string; mib: number[] }> = [
+  { name: 'four layers, 64 MiB first', mib: [64, 32, 16, 8] },
+  { name: 'a dozen small layers', mib: [3, 1, 4, 2, 1.5, 3.5, 1, 2.5, 4, 1, 2, 3] },
+  { name: 'four layers of 16–40 MiB', mib: [40, 32, 24, 16] },
+  { name: 'one 200 MiB layer', mib: [200] },
+  // Like a language runtime image: a distribution base, packages, the runtime, then small layers.
+  { name: 'a language image, 7 mixed layers', mib: [29, 24, 64, 6, 2, 0.25, 0.004] },
+];
+
 export interface Settings {
   quick: boolean;
   /** Rounds of the alternating scenarios (1–4). */
   rounds: number;
   s1: { blobBytes: number; clients: number; repeat: number };
   s2: { seconds: number; connections: number; rounds: number };
-  s3: { bigLayers: number[]; smallLayer: number; rounds: number };
+  s3: { shapes: ImageShape[]; smallLayer: number; rounds: number };
   s4: { blobBytes: number; clients: number };
   s5: { images: number; layersPerPlatform: number; layerBytes: number };
-  s6: { blobs: number; blobBytes: number; anchor: boolean };
+  s6: { blobs: number; blobBytes: number; anchor: boolean; floodSeconds: number };
   s7: { blobs: number; tags: number; latencySeconds: number; starts: number };
   s8: { layers: number[]; rounds: number; clients: number; rateMbit: number };
 }
@@ -43,7 +62,10 @@ export function settingsFromEnv(): Settings {
       rounds: envNumber('BENCH_S2_ROUNDS', quick ? 1 : 3),
     },
     s3: {
-      bigLayers: (quick ? [8, 4, 2] : [64, 32, 16, 8]).map((m) => m * MIB),
+      shapes: SHAPES.filter((_, i) => !process.env.BENCH_S3_SHAPES || process.env.BENCH_S3_SHAPES.split(',').map(Number).includes(i + 1)).map((s) => ({
+        name: s.name,
+        layers: s.mib.map((m) => Math.max(1024, Math.round((m * MIB) / (quick ? 8 : 1)))),
+      })),
       smallLayer: 256 * 1024,
       // Single pulls move by ±15% on a shared 2-core machine: 12 rounds (each order of the three
       // twice) rather than 5 keep one slow minute from deciding the median.
@@ -55,6 +77,7 @@ export function settingsFromEnv(): Settings {
       blobs: envNumber('BENCH_S6_BLOBS', quick ? 8 : 32),
       blobBytes: envNumber('BENCH_S6_MIB', quick ? 64 : 512) * MIB,
       anchor: !/^(0|false|no)$/i.test(process.env.BENCH_S6_ANCHOR ?? ''),
+      floodSeconds: envNumber('BENCH_S6_FLOOD_SECONDS', quick ? 5 : 60),
     },
     s7: {
       blobs: envNumber('BENCH_S7_BLOBS', quick ? 10_000 : 100_000),

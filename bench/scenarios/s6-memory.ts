@@ -1,6 +1,6 @@
 // 6. Memory: peak RSS (VmHWM) of a fresh sparse-mirror process while 32 clients pull 32 distinct
-// cold 512 MiB blobs through it from a fast synthetic upstream. The anchor is measured the same
-// way for reference.
+// cold 512 MiB blobs through it from a fast synthetic upstream, then under a request flood
+// (s6-flood.ts). The anchor is measured the same way for reference.
 import { curlEach, getManifest } from '../lib/clients.js';
 import type { Ctx, ScenarioResult } from '../lib/context.js';
 import { startSparseMirror } from '../lib/mirror.js';
@@ -8,6 +8,7 @@ import { memoryOf, removeDir } from '../lib/procs.js';
 import { startDistribution, waitStored } from '../lib/registry.js';
 import { gbps, mib, ms, ratio } from '../lib/stats.js';
 import { startSynthUpstream } from '../lib/synth-upstream.js';
+import { requestFlood } from './s6-flood.js';
 
 interface MemRun {
   baselineHwm: number;
@@ -89,9 +90,10 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
   const s = runs.sparse!;
   const a = runs.anchor;
   const LIMIT = 200 * 1024 * 1024;
+  const flood = await requestFlood(ctx);
   return {
     id: 6,
-    title: 'Memory under concurrent cold pulls',
+    title: 'Memory under concurrent cold pulls and under a request flood',
     rows: [
       {
         measure: `peak RSS (VmHWM), ${count} clients × distinct cold ${mib(blobBytes)} blobs`,
@@ -101,6 +103,7 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
         target: '< 200 MiB',
         met: s.peakHwm < LIMIT && s.failures.length === 0,
       },
+      ...flood.rows,
     ],
     details: [
       `Fresh process per proxy; upstream: an in-process synthetic registry streaming ${count} distinct ${mib(blobBytes)} blobs (digest-correct). Clients: ${count} curl processes, one blob each. VmHWM read from /proc/<pid>/status after the last client finished; RSS also sampled every 100 ms.`,
@@ -110,8 +113,10 @@ export async function memory(ctx: Ctx): Promise<ScenarioResult> {
       ...Object.entries(runs).map(
         ([who, r]) => `| ${who === 'anchor' ? 'anchor' : 'sparse-mirror'} | ${mib(r.baselineHwm)} | ${mib(r.peakHwm)} | ${mib(r.peakSampledRss)} | ${r.upstreamGets} | ${ms(r.ms)} | ${gbps(r.bytesPerSec)} |`,
       ),
+      '',
+      ...flood.details,
     ],
-    problems,
-    raw: runs,
+    problems: [...problems, ...flood.problems],
+    raw: { coldPulls: runs, flood: flood.raw },
   };
 }
