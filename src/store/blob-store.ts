@@ -112,14 +112,8 @@ export class BlobStore {
   async beginWrite(d: Digest, expectedSize?: number): Promise<BlobWriter> {
     const tmp = join(this.tmpDir, `${d.hex.slice(0, 16)}-${randomBytes(6).toString('hex')}`);
     const handle = await open(tmp, 'wx');
-    this.writers++;
-    // Writers share WRITE_BUDGET: many downloads at once get smaller buffers, not more memory.
-    const bufferSize = Math.max(MIN_WRITE_BUFFER, Math.min(MAX_WRITE_BUFFER, Math.floor(WRITE_BUDGET / 2 / this.writers)));
-    return new BlobWriter(d, tmp, this.pathOf(d), handle, expectedSize, bufferSize, () => this.writers--);
+    return new BlobWriter(d, tmp, this.pathOf(d), handle, expectedSize);
   }
-
-  /** Writers not yet committed or aborted. */
-  private writers = 0;
 
   async delete(d: Digest): Promise<boolean> {
     try {
@@ -150,23 +144,8 @@ export class BlobStore {
 
 /** Bytes written between background flushes, so that the one before the rename has little left. */
 const SYNC_EVERY = 16 * 1024 * 1024;
-/**
- * A writer's two buffers, one being written to the temp file while the other gathers the next:
- * each write is a trip through libuv's thread pool (~40 µs on the benchmark machine), so the
- * 64 KiB chunks of an upstream socket, written one by one, cost three times as much CPU as the
- * same bytes in 1 MiB writes. Their size is what WRITE_BUDGET leaves each of the writers running.
- */
-const MAX_WRITE_BUFFER = 1024 * 1024;
-const MIN_WRITE_BUFFER = 256 * 1024;
-const WRITE_BUDGET = 32 * 1024 * 1024;
-/**
- * While the file is idle, what is gathered is written once it reaches EAGER_WRITE bytes, or after
- * LINGER_MS: followers (clients reading the temp file) see bytes soon, on a slow link too,
- * without a thread-pool trip per socket chunk. A write that finds the other buffer ready goes at
- * once, so under a fast upstream the writes grow towards the buffer size.
- */
-const EAGER_WRITE = 256 * 1024;
-const LINGER_MS = 1;
+/** Size of a writer's two buffers: one being written to the temp file, one gathering the next. */
+const WRITE_BUFFER = 256 * 1024;
 
 /**
  * One blob being written: hashed as it goes, committed by an atomic rename only if it verifies.
@@ -198,7 +177,6 @@ export class BlobWriter {
   private writeError: Error | undefined;
   private syncedUpTo = 0;
   private syncing: Promise<void> | undefined;
-  private linger: NodeJS.Timeout | undefined;
 
   constructor(
     readonly digest: Digest,
@@ -206,9 +184,6 @@ export class BlobWriter {
     private readonly finalPath: string,
     private readonly handle: FileHandle,
     readonly expectedSize?: number,
-    private readonly bufferSize = MAX_WRITE_BUFFER,
-    /** Runs once, when the writer has committed or given up. */
-    private readonly onDone: () => void = () => {},
   ) {
     this.hasher = newHasher(digest.algorithm);
   }
@@ -227,13 +202,11 @@ export class BlobWriter {
     for (let offset = 0; offset < chunk.length; ) {
       const fill = (this.fill ??= this.newBuffer()); // unset only while fewer than two exist
       if (this.filled === fill.length) {
-        this.startWrite(true);
-        if (this.fill === fill) {
-          this.blocked = true;
-          await this.writing; // both buffers busy: wait for the one being written
-          this.blocked = false;
-          if (this.writeError) throw this.writeError;
-        }
+        this.blocked = true;
+        await this.writing; // both buffers busy: wait for the one being written
+        this.blocked = false;
+        if (this.writeError) throw this.writeError;
+        this.startWrite();
         continue;
       }
       const n = Math.min(chunk.length - offset, fill.length - this.filled);
@@ -241,34 +214,19 @@ export class BlobWriter {
       this.filled += n;
       offset += n;
     }
-    this.startWrite();
-  }
-
-  /** Writes what is gathered in LINGER_MS unless a full buffer or the end comes first. */
-  private lingerThenWrite(): void {
-    if (this.linger || this.writing || this.filled === 0) return;
-    this.linger = setTimeout(() => {
-      this.linger = undefined;
-      this.startWrite(true);
-    }, LINGER_MS);
+    this.startWrite(); // the file is idle: write what there is now rather than wait for a full buffer
   }
 
   /** A second buffer, or the first: allocated on first use, small for a small blob. */
   private newBuffer(): Buffer {
-    const b = Buffer.allocUnsafeSlow(Math.max(1, Math.min(this.bufferSize, this.expectedSize ?? this.bufferSize)));
+    const b = Buffer.allocUnsafeSlow(Math.max(1, Math.min(WRITE_BUFFER, this.expectedSize ?? WRITE_BUFFER)));
     this.buffers.push(b);
     return b;
   }
 
-  /**
-   * Starts writing the gathered bytes unless a write is running (it starts the next one itself);
-   * unless `now`, only a full buffer, else it lingers for more.
-   */
-  private startWrite(now = false): void {
+  /** Starts writing the gathered bytes unless a write is running (it starts the next one itself). */
+  private startWrite(): void {
     if (this.writing || this.filled === 0 || this.writeError || !this.fill) return;
-    if (!now && this.filled < Math.min(EAGER_WRITE, this.fill.length)) return this.lingerThenWrite();
-    clearTimeout(this.linger);
-    this.linger = undefined;
     const bytes = this.fill.subarray(0, this.filled);
     const at = this.inFile;
     this.fill = this.buffers.length < 2 ? undefined : this.buffers.find((b) => b !== this.fill);
@@ -319,7 +277,7 @@ export class BlobWriter {
    */
   private async settle(flushes = true): Promise<void> {
     for (;;) {
-      this.startWrite(true);
+      this.startWrite();
       if (this.writing) await this.writing;
       else if (flushes && this.syncing) await this.syncing;
       else return;
@@ -352,8 +310,6 @@ export class BlobWriter {
     } catch (e) {
       await this.discard();
       throw e;
-    } finally {
-      this.onDone();
     }
   }
 
@@ -361,12 +317,10 @@ export class BlobWriter {
     if (this.done) return;
     this.done = true;
     await this.discard();
-    this.onDone();
   }
 
   private async discard(): Promise<void> {
     this.filled = 0;
-    clearTimeout(this.linger);
     await this.settle();
     await this.handle.close().catch(() => {});
     await rm(this.tempPath, { force: true });

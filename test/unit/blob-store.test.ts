@@ -197,34 +197,6 @@ describe('BlobWriter', () => {
     expect((await store.read(digestFor(bytes)))?.equals(bytes)).toBe(true);
   });
 
-  it('writes socket-sized chunks to the temp file in batches, not one write each', async () => {
-    const chunk = 64 * 1024;
-    const bytes = randomBytes(64 * chunk);
-    const w = await store.beginWrite(digestFor(bytes), bytes.length);
-    let writes = 0;
-    w.onAppend = () => writes++;
-    // As a download feeds it: chunk after chunk, awaiting only while the writer is full.
-    for (let off = 0; off < bytes.length; off += chunk) {
-      const p = w.write(bytes.subarray(off, off + chunk));
-      if (w.blocked) await p;
-      await new Promise((r) => setImmediate(r));
-    }
-    await w.commit();
-    expect(writes).toBeGreaterThan(1);
-    expect(writes).toBeLessThanOrEqual(bytes.length / (256 * 1024) + 2); // at least 256 KiB a write
-    expect((await store.read(digestFor(bytes)))?.equals(bytes)).toBe(true);
-  });
-
-  it('puts a few bytes in the temp file soon, without waiting for more (a slow link)', async () => {
-    const bytes = randomBytes(1024 * 1024);
-    const w = await store.beginWrite(digestFor(bytes), bytes.length);
-    await w.write(bytes.subarray(0, 10_000));
-    await new Promise((r) => setTimeout(r, 50));
-    expect(w.inFile).toBe(10_000);
-    await w.write(bytes.subarray(10_000));
-    await w.commit();
-  });
-
   it('works without an expected size', async () => {
     const bytes = randomBytes(1000);
     const d = digestFor(bytes);
