@@ -19,6 +19,8 @@ export const ENV = {
   /** Comma-separated `role=token` (or bare `token`, role pull) added to auth.tokens. */
   authTokens: 'MIRROR_AUTH_TOKENS',
   logLevel: 'MIRROR_LOG_LEVEL',
+  /** cluster.secret, kept out of config files (a Kubernetes Secret). */
+  clusterSecret: 'MIRROR_CLUSTER_SECRET',
 } as const;
 
 export const DEFAULT_CONFIG_FILE = 'mirror.config.ts';
@@ -83,6 +85,8 @@ export function applyEnv(input: MirrorConfigInput, env: NodeJS.ProcessEnv): Mirr
   }
   const level = env[ENV.logLevel];
   if (level) out.log = { ...out.log, level: level as 'info' };
+  const secret = env[ENV.clusterSecret];
+  if (secret && out.cluster) out.cluster = { ...out.cluster, secret };
   const tokens = env[ENV.authTokens];
   if (tokens) {
     const extra = tokens

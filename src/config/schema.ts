@@ -67,6 +67,36 @@ const pushSchema = z.object({
   uploadTimeoutSeconds: z.number().positive().default(3600),
 });
 
+const s3Schema = z
+  .object({
+    /** The S3 API endpoint (Ceph RGW, MinIO, ...); unset for AWS itself. */
+    endpoint: z.url({ protocol: /^https?$/ }).optional(),
+    region: z.string().min(1).default('us-east-1'),
+    bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected an S3 bucket name (3-63 of a-z, 0-9, . and -)'),
+    /** Key prefix inside the bucket, e.g. `mirror/`, so that one bucket can hold several mirrors. */
+    prefix: z.string().regex(/^([A-Za-z0-9._-]+\/)*$/, 'expected path segments each ending in /, e.g. mirror/').default(''),
+    /** Path-style URLs (`endpoint/bucket/key`): what RGW and MinIO expect without wildcard DNS. */
+    forcePathStyle: z.boolean().default(false),
+    accessKeyId: z.string().min(1).optional(),
+    secretAccessKey: z.string().min(1).optional(),
+  })
+  .strict();
+
+const clusterSchema = z
+  .object({
+    /** This replica's URL as the other replicas reach it, e.g. http://10.0.0.5:5000 (in Kubernetes, from the pod IP). */
+    advertise: z.url({ protocol: /^https?$/ }),
+    /** The replicas' URLs (this one may be among them). */
+    peers: z.array(z.url({ protocol: /^https?$/ })).default([]),
+    /** Or a DNS name that resolves to every replica's address (a Kubernetes headless Service); port and scheme are advertise's. */
+    dns: z.string().regex(/^[A-Za-z0-9.-]+$/, 'expected a host name').optional(),
+    /** Shared by every replica (at least 16 characters): peer requests are signed with it, and refused without. */
+    secret: z.string().min(16, 'cluster.secret must be at least 16 characters'),
+    /** How often a replica checks that the others are alive (and re-resolves `dns`). */
+    probeIntervalMs: z.number().int().positive().default(2000),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     host: z.string().default('127.0.0.1'),
@@ -142,8 +172,16 @@ export const configSchema = z
         maxBytes: z.number().int().positive().optional(),
         /** `gc` forgets tags not pulled for this many days. Unset: tags are kept. */
         tagRetentionDays: z.number().positive().optional(),
+        /**
+         * The shared tier: an S3-compatible bucket that replicas share (blobs, manifests, tag
+         * records). The local store becomes a cache of it. Credentials: `accessKeyId` and
+         * `secretAccessKey` here, else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Unset: one node.
+         */
+        s3: s3Schema.optional(),
       })
       .prefault({}),
+    /** Replicas over one bucket: one upstream fetch per digest across all of them (needs storage.s3). */
+    cluster: clusterSchema.optional(),
     /**
      * Prefetch, sync and export also carry each image's signatures, SBOMs and attestations: its
      * OCI referrers and cosign's `sha256-<hex>.sig`/`.att`/`.sbom` tags.
@@ -168,6 +206,12 @@ export const configSchema = z
     }
     if (c.push.enabled && !c.auth.enabled) {
       ctx.addIssue({ code: 'custom', path: ['push', 'enabled'], message: 'pushing needs auth.enabled with a user or token of role push or admin' });
+    }
+    if (c.cluster && !c.storage.s3) {
+      ctx.addIssue({ code: 'custom', path: ['cluster'], message: 'replicas share their content through a bucket: set storage.s3 too' });
+    }
+    if (c.cluster && c.cluster.peers.length === 0 && !c.cluster.dns) {
+      ctx.addIssue({ code: 'custom', path: ['cluster'], message: 'name the replicas: cluster.peers or cluster.dns' });
     }
     if (c.upstream.proxy && !PROXY_URL.test(c.upstream.proxy)) {
       ctx.addIssue({ code: 'custom', path: ['upstream', 'proxy'], message: 'expected an http:// or https:// proxy URL' });

@@ -397,3 +397,30 @@ describe('loadConfig', () => {
     expect(c.upstreams.some((u) => upstreamNames(u).includes('docker.io'))).toBe(true);
   });
 });
+
+describe('storage.s3 and cluster', () => {
+  const s3 = { endpoint: 'http://127.0.0.1:7480', bucket: 'mirror-cache', forcePathStyle: true };
+  const cluster = { advertise: 'http://10.0.0.1:5000', peers: ['http://10.0.0.2:5000'], secret: 'sixteen-chars-or-more' };
+
+  it('is a single node without them, and takes the documented defaults with them', () => {
+    const one = validateConfig(minimal());
+    expect(one.storage.s3).toBeUndefined();
+    expect(one.cluster).toBeUndefined();
+    const c = validateConfig({ ...minimal(), storage: { s3 }, cluster });
+    expect(c.storage.s3).toMatchObject({ region: 'us-east-1', prefix: '', bucket: 'mirror-cache' });
+    expect(c.cluster).toMatchObject({ probeIntervalMs: 2000, peers: ['http://10.0.0.2:5000'] });
+  });
+
+  it('names what is wrong: a cluster without a bucket, without members, a short secret, a bad bucket or prefix', () => {
+    expect(configError(() => validateConfig({ ...minimal(), cluster })).message).toMatch(/cluster: .*storage\.s3/);
+    expect(configError(() => validateConfig({ ...minimal(), storage: { s3 }, cluster: { ...cluster, peers: [] } })).message).toMatch(/cluster\.peers or cluster\.dns/);
+    expect(configError(() => validateConfig({ ...minimal(), storage: { s3 }, cluster: { ...cluster, secret: 'short' } })).message).toMatch(/cluster\.secret: .*16/);
+    expect(configError(() => validateConfig({ ...minimal(), storage: { s3: { ...s3, bucket: 'No_Such' } } })).message).toMatch(/storage\.s3\.bucket/);
+    expect(configError(() => validateConfig({ ...minimal(), storage: { s3: { ...s3, prefix: 'no-slash' } } })).message).toMatch(/storage\.s3\.prefix/);
+  });
+
+  it('takes cluster.secret from MIRROR_CLUSTER_SECRET', () => {
+    const input = applyEnv({ ...minimal(), storage: { s3 }, cluster: { ...cluster, secret: undefined as unknown as string } }, { [ENV.clusterSecret]: 'from-the-environment-1234' });
+    expect(validateConfig(input).cluster!.secret).toBe('from-the-environment-1234');
+  });
+});

@@ -13,6 +13,7 @@ const RANK: Record<string, number> = {
   'store': 1,
   'upstream': 1,
   'config': 1,
+  'cluster': 1,
   'mirror': 2,
   'push': 3,
   'airgap': 3,
