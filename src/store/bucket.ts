@@ -1,0 +1,215 @@
+import type { Readable } from 'node:stream';
+import { createReadStream } from 'node:fs';
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import type { Digest } from '../oci/digest.js';
+
+export interface BucketConfig {
+  endpoint?: string;
+  region: string;
+  bucket: string;
+  prefix: string;
+  forcePathStyle: boolean;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+}
+
+/** The bucket could not be reached or failed (network, 5xx, timeout): the tier is down, not empty. */
+export class BucketUnavailableError extends Error {
+  override name = 'BucketUnavailableError';
+}
+
+export interface StoredManifest {
+  bytes: Buffer;
+  mediaType: string;
+  /** The platform the writing replica found for an image manifest (os/arch[/variant]). */
+  platform?: string;
+}
+
+export interface TagRecord {
+  digest: string;
+  /** When upstream last confirmed the tag (ms since the epoch): replicas share its freshness. */
+  checkedAt: number;
+}
+
+/** A request to the bucket that takes longer than this counts as the bucket being down. */
+const REQUEST_TIMEOUT_MS = 30_000;
+const CONNECT_TIMEOUT_MS = 3_000;
+
+/**
+ * The shared tier: one S3 bucket that every replica reads and writes.
+ *   <prefix>blobs/<alg>/<hex>               blob bytes, content-addressed like the local store
+ *   <prefix>manifests/<repo>/<alg>/<hex>    manifest bytes as upstream sent them; Content-Type is
+ *                                            the media type, metadata `platform` the image's platform
+ *   <prefix>tags/<repo>/<tag>               {"digest", "checkedAt"}
+ * Names and digests are validated by the caller before they reach a key. Every object is written
+ * with one PUT of known length, which S3 makes visible whole or not at all: a reader never sees a
+ * partial object, and content-addressed keys are written only once (If-None-Match).
+ */
+export class Bucket {
+  readonly client: S3Client;
+
+  constructor(readonly config: BucketConfig) {
+    this.client = new S3Client({
+      endpoint: config.endpoint,
+      region: config.region,
+      forcePathStyle: config.forcePathStyle,
+      credentials: config.accessKeyId && config.secretAccessKey ? { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey } : undefined,
+      // Ceph RGW 16 refuses streamed uploads with the SDK's default trailing checksums (411).
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS },
+      maxAttempts: 2,
+    });
+  }
+
+  blobKey(d: Digest): string {
+    return `${this.config.prefix}blobs/${d.algorithm}/${d.hex}`;
+  }
+
+  manifestKey(repo: string, d: Digest): string {
+    return `${this.config.prefix}manifests/${repo}/${d.algorithm}/${d.hex}`;
+  }
+
+  tagKey(repo: string, tag: string): string {
+    return `${this.config.prefix}tags/${repo}/${tag}`;
+  }
+
+  /** Start-up check: the bucket exists and these credentials may use it (a HEAD cannot tell a missing bucket from a missing object). */
+  async check(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.config.bucket }));
+    } catch (e) {
+      const status = statusOf(e);
+      if (status === 404) throw new BucketUnavailableError(`the shared bucket "${this.config.bucket}" does not exist at ${this.config.endpoint ?? 'AWS S3'}`);
+      if (status === 403) throw new BucketUnavailableError(`the shared bucket "${this.config.bucket}" refused these credentials (HTTP 403)`);
+      throw asUnavailable(e);
+    }
+  }
+
+  /** The blob's size, or undefined when the bucket lacks it. */
+  async blobSize(d: Digest): Promise<number | undefined> {
+    return this.call(async () => (await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key: this.blobKey(d) }))).ContentLength);
+  }
+
+  /** The blob's bytes from `offset` on, or undefined when the bucket lacks it. */
+  async blob(d: Digest, offset = 0): Promise<{ body: Readable; size: number; offset: number } | undefined> {
+    return this.call(async () => {
+      const res = await this.client.send(
+        new GetObjectCommand({ Bucket: this.config.bucket, Key: this.blobKey(d), Range: offset > 0 ? `bytes=${offset}-` : undefined }),
+      );
+      const total = offset > 0 ? Number(/\/(\d+)$/.exec(res.ContentRange ?? '')?.[1]) : res.ContentLength;
+      if (total === undefined || !Number.isFinite(total)) throw new BucketUnavailableError(`bucket answered ${this.blobKey(d)} without its length`);
+      return { body: res.Body as Readable, size: total, offset };
+    });
+  }
+
+  /** Uploads a verified local file; an object already there (another replica's) is left as it is. */
+  async putBlobFile(d: Digest, path: string, size: number): Promise<void> {
+    await this.putOnce(this.blobKey(d), () => createReadStream(path), size);
+  }
+
+  async manifest(repo: string, d: Digest): Promise<StoredManifest | undefined> {
+    return this.call(async () => {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: this.manifestKey(repo, d) }));
+      const bytes = Buffer.from(await res.Body!.transformToByteArray());
+      return { bytes, mediaType: res.ContentType ?? '', platform: res.Metadata?.platform || undefined };
+    });
+  }
+
+  async putManifest(repo: string, d: Digest, m: StoredManifest): Promise<void> {
+    await this.putOnce(this.manifestKey(repo, d), () => m.bytes, m.bytes.length, m.mediaType, m.platform ? { platform: m.platform } : undefined);
+  }
+
+  async tag(repo: string, tag: string): Promise<TagRecord | undefined> {
+    return this.call(async () => {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: this.tagKey(repo, tag) }));
+      const parsed = JSON.parse(await res.Body!.transformToString()) as Partial<TagRecord>;
+      if (typeof parsed.digest !== 'string' || typeof parsed.checkedAt !== 'number') return undefined;
+      return { digest: parsed.digest, checkedAt: parsed.checkedAt };
+    });
+  }
+
+  /** Tags move: overwritten, last writer wins (each writer has just asked upstream). */
+  async putTag(repo: string, tag: string, record: TagRecord): Promise<void> {
+    const body = Buffer.from(JSON.stringify(record));
+    await this.call(() =>
+      this.client.send(new PutObjectCommand({ Bucket: this.config.bucket, Key: this.tagKey(repo, tag), Body: body, ContentLength: body.length, ContentType: 'application/json' })),
+    );
+  }
+
+  /** Every object under `under` (relative to the prefix), with its size and last change. */
+  async *list(under: string): AsyncGenerator<{ key: string; size: number; modified: Date }> {
+    let token: string | undefined;
+    do {
+      const page = await this.call(() =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: `${this.config.prefix}${under}`, ContinuationToken: token })),
+      );
+      for (const o of page?.Contents ?? []) {
+        if (o.Key) yield { key: o.Key.slice(this.config.prefix.length), size: o.Size ?? 0, modified: o.LastModified ?? new Date(0) };
+      }
+      token = page?.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  /** Deletes objects by key relative to the prefix, a thousand per request. */
+  async delete(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000).map((k) => ({ Key: `${this.config.prefix}${k}` }));
+      await this.call(() => this.client.send(new DeleteObjectsCommand({ Bucket: this.config.bucket, Delete: { Objects: batch, Quiet: true } })));
+    }
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+
+  /** One PUT that never replaces an object already there (content-addressed: it is the same bytes). */
+  private async putOnce(
+    key: string,
+    body: () => Readable | Buffer,
+    size: number,
+    contentType?: string,
+    metadata?: Record<string, string>,
+  ): Promise<void> {
+    try {
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.config.bucket, Key: key, Body: body(), ContentLength: size, ContentType: contentType, Metadata: metadata, IfNoneMatch: '*' }),
+      );
+    } catch (e) {
+      if (statusOf(e) === 412) return; // written already
+      throw asUnavailable(e, key);
+    }
+  }
+
+  /** Runs a request; a missing object is undefined, any other failure BucketUnavailableError. */
+  private async call<T>(fn: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await fn();
+    } catch (e) {
+      // A missing bucket is a broken setup, not an empty tier.
+      if (statusOf(e) === 404 && (e as Error).name !== 'NoSuchBucket') return undefined;
+      throw asUnavailable(e);
+    }
+  }
+}
+
+function statusOf(e: unknown): number | undefined {
+  return e instanceof S3ServiceException ? e.$metadata.httpStatusCode : undefined;
+}
+
+/** What a person needs: the bucket, what failed, never a credential (the SDK's messages carry none). */
+function asUnavailable(e: unknown, key?: string): BucketUnavailableError {
+  if (e instanceof BucketUnavailableError) return e;
+  const status = statusOf(e);
+  const what = e instanceof Error ? (e.name && e.name !== 'Error' ? `${e.name}: ${e.message}` : e.message) : String(e);
+  return new BucketUnavailableError(`the shared bucket failed${key ? ` on ${key}` : ''}${status ? ` (HTTP ${status})` : ''}: ${what}`);
+}
