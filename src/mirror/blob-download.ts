@@ -4,7 +4,7 @@ import { Readable, finished } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { DigestMismatchError, SizeMismatchError, type BlobStore, type BlobWriter, type FileRegion } from '../store/blob-store.js';
 import { UpstreamError } from '../upstream/errors.js';
-import { describeNetworkError, discard, type UpstreamClient } from '../upstream/client.js';
+import { describeNetworkError, discard, type BlobResponse, type UpstreamClient } from '../upstream/client.js';
 import { OciError } from '../oci/errors.js';
 
 /** How many times a download cut off mid-body resumes (with a Range request) before it gives up. */
@@ -14,9 +14,14 @@ const READ_CHUNK = 256 * 1024;
 /** A follower's body; `regions` is there while it reads the temp file (see follow()). */
 export type FollowStream = Readable & { regions?: () => AsyncGenerator<FileRegion> };
 
+/** Where a download's bytes come from: upstream, the shared bucket, or the replica that owns the blob. */
 export interface DownloadSource {
-  client: UpstreamClient;
-  repo: string;
+  /** The blob from `offset` on (a resume); the source may ignore the offset and send it all. */
+  fetch(offset: number): Promise<BlobResponse>;
+}
+
+export function upstreamSource(client: UpstreamClient, repo: string, digest: string): DownloadSource {
+  return { fetch: (offset) => client.blob(repo, digest, offset) };
 }
 
 /**
@@ -63,7 +68,7 @@ export class BlobDownload extends EventEmitter {
 
   private async run(markReady: () => void): Promise<void> {
     try {
-      let response = await this.source.client.blob(this.source.repo, this.digest.value, 0);
+      let response = await this.source.fetch(0);
       if (response.size !== undefined && this.expectedSize !== undefined && response.size !== this.expectedSize) {
         discard(response.body);
         throw new UpstreamError(
@@ -100,7 +105,7 @@ export class BlobDownload extends EventEmitter {
           if (e instanceof UpstreamError || resumes >= MAX_RESUMES || isWriteError(e)) throw e;
           // Cut off mid-body: ask for the rest. The hash so far stays valid; bytes before
           // `written` that a server resends (ignoring Range) are skipped, not rewritten.
-          response = await this.source.client.blob(this.source.repo, this.digest.value, this.written);
+          response = await this.source.fetch(this.written);
         }
       }
       await this.writer.commit().catch((e: Error) => {

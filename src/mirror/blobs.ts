@@ -7,7 +7,7 @@ import { openedFd, type BlobStore, type FileRegion } from '../store/blob-store.j
 import type { Catalogue } from '../store/catalogue.js';
 import type { Logger } from '../log.js';
 import type { UpstreamClient } from '../upstream/client.js';
-import { BlobDownload, type FollowStream } from './blob-download.js';
+import { BlobDownload, upstreamSource, type FollowStream } from './blob-download.js';
 import type { Route } from './routing.js';
 import { toClientError } from './upstream-errors.js';
 
@@ -157,7 +157,7 @@ export class BlobService {
   }
 
   private startDownload(route: Route, client: UpstreamClient, digest: Digest, expectedSize: number | undefined): BlobDownload {
-    const download = new BlobDownload(digest, this.store, { client, repo: route.repo }, expectedSize, (size) => {
+    const download = new BlobDownload(digest, this.store, upstreamSource(client, route.repo, digest.value), expectedSize, (size) => {
       this.catalogue.addBlob(digest.value, size);
       this.events.fetched?.(route, size);
     });

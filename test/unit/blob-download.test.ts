@@ -8,10 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlobDownload } from '../../src/mirror/blob-download.js';
+import { BlobDownload, type DownloadSource } from '../../src/mirror/blob-download.js';
 import { parseDigest, type Digest } from '../../src/oci/digest.js';
 import { BlobStore, type BlobWriter } from '../../src/store/blob-store.js';
-import type { UpstreamClient } from '../../src/upstream/client.js';
 
 function digestFor(bytes: Uint8Array): Digest {
   const r = parseDigest(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
@@ -20,18 +19,18 @@ function digestFor(bytes: Uint8Array): Digest {
 }
 
 /** An upstream that sends `bytes` in 64 KiB chunks, as a socket would. */
-function upstreamOf(bytes: Buffer): { client: UpstreamClient; repo: string; bodies: Readable[] } {
+function upstreamOf(bytes: Buffer): DownloadSource & { bodies: Readable[] } {
   const bodies: Readable[] = [];
-  const client = {
-    async blob(_repo: string, _digest: string, offset = 0) {
+  return {
+    bodies,
+    async fetch(offset: number) {
       const chunks: Buffer[] = [];
       for (let at = offset; at < bytes.length; at += 65_536) chunks.push(bytes.subarray(at, Math.min(at + 65_536, bytes.length)));
       const body = Readable.from(chunks, { objectMode: false });
       bodies.push(body);
       return { body, offset, size: bytes.length - offset };
     },
-  } as unknown as UpstreamClient;
-  return { client, repo: 'test/repo', bodies };
+  };
 }
 
 /** A store whose writers' final flush (datasync) waits for `flush()`: a slow or failing disk. */
