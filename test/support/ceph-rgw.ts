@@ -8,10 +8,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { mkdtemp, mkdir, writeFile, appendFile } from 'node:fs/promises';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec, envWithoutProxies, onProcessExit, type ExecResult } from './exec.js';
+import { freePort } from './registry.js';
 
 export interface RgwHandle {
   /** http://127.0.0.1:PORT */
@@ -47,22 +47,6 @@ const RGW_POOLS = [
   'default.rgw.buckets.non-ec',
 ];
 
-async function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      if (address === null || typeof address === 'string') {
-        server.close();
-        reject(new Error('freeLoopbackPort: unexpected server address'));
-        return;
-      }
-      server.close(() => resolve(address.port));
-    });
-  });
-}
 
 function tail(file: string, lines = 40): string {
   try {
@@ -264,7 +248,7 @@ export async function startRgw(opts: StartRgwOptions = {}): Promise<RgwHandle> {
     watchdog.on('error', () => {});
     watchdog.unref();
 
-    const [monPort, rgwPort] = [await freeLoopbackPort(), await freeLoopbackPort()];
+    const [monPort, rgwPort] = [await freePort(), await freePort()];
     const fsid = randomUUID();
     await writeFile(conf, cephConf(dir, fsid, monPort, rgwPort));
 
