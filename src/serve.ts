@@ -55,10 +55,15 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
     offline: config.offline,
     tls: config.tls ? { cert: config.tls.cert, clientCA: config.tls.clientCA ?? false } : false,
     sendfile: config.blobs.sendfile ? sendfile.available : 'off',
+    shared: config.storage.s3 ? { bucket: config.storage.s3.bucket, endpoint: config.storage.s3.endpoint ?? 'AWS S3', prefix: config.storage.s3.prefix } : false,
+    replicas: mirror.shared?.peers ? { self: mirror.shared.peers.membership.selfUrl, known: mirror.shared.peers.membership.members() } : false,
   });
   if (config.blobs.sendfile && !sendfile.available) {
     log.warn('blobs are served through user space (slower): sendfile is unavailable', { reason: sendfile.reason });
   }
+  // Uploads an earlier run left queued, and the other replicas' liveness from now on.
+  mirror.shared?.uploads.start();
+  mirror.shared?.peers?.membership.start();
   const maintenance = new Maintenance(mirror, config, log);
   maintenance.start();
   let stopping: Promise<void> | undefined;

@@ -10,7 +10,8 @@ import type { Logger } from '../log.js';
 import { errorReachedUpstream, trackUpstreamContact } from '../upstream/contact.js';
 import { hasRole, type Authenticator, type Identity } from './auth.js';
 import { catalogPage } from './catalog.js';
-import type { Metrics } from './metrics.js';
+import { cacheResult, type Metrics } from './metrics.js';
+import { mountPeerRoutes } from './peer-routes.js';
 import { parseApiPath, type ApiPath } from './paths.js';
 import { API_VERSION_HEADER, blobResponse, errorResponse, jsonResponse, manifestResponse, referrersResponse } from './responses.js';
 
@@ -68,6 +69,8 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     else record();
   });
 
+  mountPeerRoutes(app, mirror, log);
+
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
     try {
@@ -82,9 +85,11 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
 
   app.get('/metrics', async (c) => {
     if (auth) await requireRole(c, auth, 'admin');
-    const body = metrics.render([
-      { name: 'sparse_mirror_store_bytes', help: 'Bytes held in the store (blobs and manifests).', value: mirror.catalogue.storeBytes() },
-    ]);
+    const gauges = [{ name: 'sparse_mirror_store_bytes', help: 'Bytes held in the store (blobs and manifests).', value: mirror.catalogue.storeBytes() }];
+    if (mirror.shared) {
+      gauges.push({ name: 'sparse_mirror_bucket_uploads_pending', help: 'Objects fetched here that the shared bucket does not hold yet.', value: mirror.shared.uploads.pending() });
+    }
+    const body = metrics.render(gauges);
     return c.body(body, 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
   });
 
@@ -131,14 +136,14 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     switch (path.kind) {
       case 'manifest': {
         const m = await tracked(c, () => mirror.manifests.get(route, path.reference, wantBody));
-        c.set('cache', m.source === 'store' ? 'hit' : m.source === 'stale' ? 'stale' : 'miss');
+        c.set('cache', cacheResult(m.source));
         metrics.cache.inc({ kind: 'manifest', result: c.get('cache')! });
         return manifestResponse(m, extra, c.req.header('if-none-match'));
       }
       case 'blob': {
         // Tracked only for a failure's sake: a hit may start a read-ahead download of the next blob.
         const { value: b } = await trackUpstreamContact(() => mirror.blobs.get(route, path.digest, { wantBody, range: c.req.header('range'), readAhead: true }));
-        c.set('cache', b.source === 'store' ? 'hit' : 'miss');
+        c.set('cache', cacheResult(b.source));
         if (b.source === 'upstream') c.set('reachedUpstream', true);
         metrics.cache.inc({ kind: 'blob', result: c.get('cache')! });
         try {

@@ -56,3 +56,8 @@ function formatLabels(labels: Labels): string {
   if (entries.length === 0) return '';
   return `{${entries.map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`).join(',')}}`;
 }
+
+/** The cache label of a response: hit (local store), miss (upstream), stale, or with replicas bucket or peer (the owner). */
+export function cacheResult(source: 'store' | 'upstream' | 'stale' | 'bucket' | 'peer'): string {
+  return source === 'store' ? 'hit' : source === 'upstream' ? 'miss' : source;
+}

@@ -18,6 +18,8 @@ export type FollowStream = Readable & { regions?: () => AsyncGenerator<FileRegio
 export interface DownloadSource {
   /** The blob from `offset` on (a resume); the source may ignore the offset and send it all. */
   fetch(offset: number): Promise<BlobResponse>;
+  /** Which tier answered the last fetch, when the source has several (see TieredSource). */
+  readonly origin?: 'bucket' | 'peer' | 'upstream';
 }
 
 export function upstreamSource(client: UpstreamClient, repo: string, digest: string): DownloadSource {
@@ -53,7 +55,7 @@ export class BlobDownload extends EventEmitter {
   constructor(
     readonly digest: Digest,
     private readonly store: BlobStore,
-    private readonly source: DownloadSource,
+    readonly source: DownloadSource,
     private readonly expectedSize: number | undefined,
     /** Runs once the blob is in its final place (records it); followers may have finished already. */
     private readonly onCommitted: (size: number) => void = () => {},
@@ -129,7 +131,7 @@ export class BlobDownload extends EventEmitter {
 
   /** Every failure as one a client can be told about: upstream's fault, or the store's. */
   private describeFailure(e: unknown): Error {
-    if (e instanceof UpstreamError || e === this.aborted) return e as Error;
+    if (e instanceof UpstreamError || e instanceof OciError || e === this.aborted) return e as Error;
     const size = this.size === undefined ? '' : ` of ${this.size}`;
     if (isWriteError(e)) {
       const code = (e as NodeJS.ErrnoException).code;

@@ -7,8 +7,9 @@ import { openedFd, type BlobStore, type FileRegion } from '../store/blob-store.j
 import type { Catalogue } from '../store/catalogue.js';
 import type { Logger } from '../log.js';
 import type { UpstreamClient } from '../upstream/client.js';
-import { BlobDownload, upstreamSource, type FollowStream } from './blob-download.js';
+import { BlobDownload, upstreamSource, type DownloadSource, type FollowStream } from './blob-download.js';
 import type { Route } from './routing.js';
+import { sharedBlobSize, TieredSource, type SharedTier } from './shared-tier.js';
 import { toClientError } from './upstream-errors.js';
 
 export interface BlobPolicy {
@@ -27,6 +28,11 @@ export interface BlobRequest {
   range?: string;
   /** A client's pull (not prefetch, which fetches every blob itself): may trigger a read-ahead. */
   readAhead?: boolean;
+  /**
+   * Another replica asks, having checked the client's rights and the reference rule itself: this
+   * one fetches (it owns the digest) and never forwards the request again.
+   */
+  fromPeer?: boolean;
 }
 
 export interface BlobEvents {
@@ -49,7 +55,8 @@ export interface BlobResult {
    * that takes them does not read `body`, and destroys it when done, which closes the file.
    */
   regions?: () => AsyncIterable<FileRegion>;
-  source: 'store' | 'upstream';
+  /** The local store, upstream, or (with replicas) the shared bucket or the replica that owns the blob. */
+  source: 'store' | 'upstream' | 'bucket' | 'peer';
   /**
    * Settles once a blob fetched for this request is stored and recorded, or rejects if it could
    * not be. A body can end before that: its bytes verify first, the flush and rename follow.
@@ -71,6 +78,7 @@ export class BlobService {
     private readonly policy: BlobPolicy,
     private readonly log: Logger,
     private readonly events: BlobEvents = {},
+    private readonly shared?: SharedTier,
   ) {}
 
   /** Downloads in progress (graceful shutdown waits for or aborts these). */
@@ -84,7 +92,7 @@ export class BlobService {
     const digest = parsed.digest;
     const reference = this.catalogue.blobReference(route.key, digest.value);
     // Pushed repositories hold whatever their pushers uploaded; the rule guards upstream fetches.
-    if (this.policy.requireReference && !reference && !route.local) {
+    if (this.policy.requireReference && !reference && !route.local && !opts.fromPeer) {
       throw ociErrors.blobUnknown(
         `blob ${digest.value} is not referenced by any manifest this mirror holds for ${route.key}; ` +
           `pull the image's manifest through the mirror first (it only fetches blobs of the platforms it carries)`,
@@ -112,12 +120,16 @@ export class BlobService {
     }
 
     const client = this.policy.offline ? undefined : route.upstream.client;
-    if (!client) {
+    const shared = route.local ? undefined : this.shared;
+    if (!client && !shared) {
       const why = route.local ? '' : ', and the mirror is offline';
       throw ociErrors.blobUnknown(`blob ${digest.value} is not in this mirror${why}`, { digest: digest.value });
     }
     if (!opts.wantBody) {
-      // HEAD of a blob we lack: ask upstream for its size, download nothing.
+      // HEAD of a blob we lack: its size from the bucket or upstream, download nothing.
+      const inBucket = shared && (await sharedBlobSize(shared, digest, this.log));
+      if (inBucket !== undefined) return { digest: digest.value, size: inBucket, source: 'bucket' };
+      if (!client) throw ociErrors.blobUnknown(`blob ${digest.value} is not in this mirror, and the mirror is offline`, { digest: digest.value });
       try {
         const head = await client.blobHead(route.repo, digest.value);
         return { digest: digest.value, size: head.size ?? reference?.size, source: 'upstream' };
@@ -125,7 +137,7 @@ export class BlobService {
         throw toClientError(e, 'BLOB_UNKNOWN');
       }
     }
-    const download = this.startDownload(route, client, digest, reference?.size);
+    const download = this.startDownload(route, client, digest, reference?.size, opts.fromPeer);
     this.readAhead(route, digest.value, opts, download.finished);
     return this.followDownload(download, opts);
   }
@@ -156,10 +168,17 @@ export class BlobService {
     );
   }
 
-  private startDownload(route: Route, client: UpstreamClient, digest: Digest, expectedSize: number | undefined): BlobDownload {
-    const download = new BlobDownload(digest, this.store, upstreamSource(client, route.repo, digest.value), expectedSize, (size) => {
+  private startDownload(route: Route, client: UpstreamClient | undefined, digest: Digest, expectedSize: number | undefined, fromPeer = false): BlobDownload {
+    const shared = route.local ? undefined : this.shared;
+    const tiered = shared ? new TieredSource(shared, route, digest, client, fromPeer, this.log) : undefined;
+    const source: DownloadSource = tiered ?? upstreamSource(client!, route.repo, digest.value);
+    const download = new BlobDownload(digest, this.store, source, expectedSize, (size) => {
       this.catalogue.addBlob(digest.value, size);
-      this.events.fetched?.(route, size);
+      // What came from upstream goes to the bucket; what came from the bucket or the owner is there or on its way.
+      if (!tiered || tiered.origin === 'upstream') {
+        this.events.fetched?.(route, size);
+        shared?.uploads.enqueue({ kind: 'blob', digest: digest.value });
+      }
     });
     this.downloads.set(digest.value, download);
     this.events.downloadStarted?.();
@@ -176,7 +195,7 @@ export class BlobService {
     await download.ready;
     if (download.state === 'failed') throw toClientError(download.error, 'BLOB_UNKNOWN');
     // Verified already (being flushed and renamed): served from the mirror's copy, not from upstream.
-    const source = download.verified ? 'store' : 'upstream';
+    const source = download.verified ? 'store' : (download.source.origin ?? 'upstream');
     return { ...this.respond(download.digest, download.size, opts, source, (range) => download.follow(range)), stored: download.finished };
   }
 

@@ -22,6 +22,7 @@ export class BucketUploads {
   private timer: NodeJS.Timeout | undefined;
   private backoff = RETRY_FIRST_MS;
   private readonly inProgress = new Set<string>();
+  private readonly sending = new Set<Promise<void>>();
   private idleWaiters: Array<() => void> = [];
   private closed = false;
 
@@ -55,9 +56,11 @@ export class BucketUploads {
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
-  close(): void {
+  /** Starts nothing more and waits for the uploads under way; what is left stays queued for the next start. */
+  async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
+    await Promise.allSettled([...this.sending]);
   }
 
   private pump(): void {
@@ -75,12 +78,14 @@ export class BucketUploads {
       if (!row) break;
       this.running++;
       this.inProgress.add(row.key);
-      void this.upload(row).finally(() => {
+      const sent: Promise<void> = this.upload(row).finally(() => {
         this.running--;
         this.inProgress.delete(row.key);
+        this.sending.delete(sent);
         if (this.running === 0 && this.table.count() === 0) for (const w of this.idleWaiters.splice(0)) w();
         this.pump();
       });
+      this.sending.add(sent);
     }
   }
 

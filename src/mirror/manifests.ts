@@ -1,12 +1,13 @@
 import type { LRUCache } from 'lru-cache';
 import { digestOf, isDigestLike, parseDigest, type Digest } from '../oci/digest.js';
-import { ociErrors } from '../oci/errors.js';
-import { parseManifest, type ImageManifest } from '../oci/manifest.js';
+import { OciError, ociErrors } from '../oci/errors.js';
+import { parseManifest, type ImageManifest, type ParsedManifest } from '../oci/manifest.js';
 import { isImageConfigType } from '../oci/media-types.js';
 import { formatPlatform, parsePlatform, platformOfImageConfig, type Platform, type PlatformAllowList } from '../oci/platform.js';
 import { isValidTag } from '../oci/reference.js';
 import { subjectOfTag } from '../oci/referrers.js';
 import type { BlobStore } from '../store/blob-store.js';
+import { BucketUnavailableError, type TagRecord } from '../store/bucket.js';
 import type { Catalogue, ManifestRow } from '../store/catalogue.js';
 import { UpstreamError } from '../upstream/errors.js';
 import { discard } from '../upstream/client.js';
@@ -15,6 +16,7 @@ import { absentFromPushedIndex } from './local-absent.js';
 import { notMirroredError, type NotMirroredResponse } from './not-mirrored.js';
 import { manifestRecord } from './records.js';
 import type { Route } from './routing.js';
+import type { SharedTier } from './shared-tier.js';
 import { SingleFlight } from './singleflight.js';
 import { canServeStale, toClientError } from './upstream-errors.js';
 
@@ -24,8 +26,8 @@ export interface ManifestResult {
   size: number;
   /** The exact stored bytes; absent when the caller asked for headers only. */
   bytes?: Buffer;
-  /** Where the answer came from: the store, upstream just now, or the store after upstream failed. */
-  source: 'store' | 'upstream' | 'stale';
+  /** Where the answer came from: the store, upstream just now, the store after upstream failed, or the shared bucket. */
+  source: 'store' | 'upstream' | 'stale' | 'bucket';
 }
 
 export interface ManifestPolicy {
@@ -38,6 +40,11 @@ export interface ManifestPolicy {
 export interface ManifestEvents {
   /** A manifest (or image config) was fetched from upstream and stored. */
   fetched?(route: Route, bytes: number): void;
+}
+
+/** What one request learnt of the shared bucket on its way (for the error it may end with). */
+interface BucketTrail {
+  bucketDown?: boolean;
 }
 
 interface Fetched {
@@ -59,21 +66,31 @@ export class ManifestService {
     private readonly policy: ManifestPolicy,
     private readonly log: Logger,
     private readonly events: ManifestEvents = {},
+    private readonly shared?: SharedTier,
   ) {}
 
   async get(route: Route, reference: string, wantBody: boolean): Promise<ManifestResult> {
-    if (isDigestLike(reference)) {
-      const parsed = parseDigest(reference);
-      if (!parsed.ok) throw ociErrors.digestInvalid(parsed.reason, { digest: clip(reference) });
-      return this.byDigest(route, parsed.digest, wantBody);
+    const trail: BucketTrail = {};
+    try {
+      if (isDigestLike(reference)) {
+        const parsed = parseDigest(reference);
+        if (!parsed.ok) throw ociErrors.digestInvalid(parsed.reason, { digest: clip(reference) });
+        return await this.byDigest(route, parsed.digest, wantBody, trail);
+      }
+      if (!isValidTag(reference)) {
+        throw ociErrors.manifestUnknown(`"${clip(reference)}" is neither a valid tag nor a digest`);
+      }
+      return await this.byTag(route, reference, wantBody, trail);
+    } catch (e) {
+      // Upstream failed too, or the mirror is offline: the client hears that both tiers were asked.
+      if (trail.bucketDown && e instanceof OciError && e.status !== 403) {
+        throw new OciError(e.status, e.code, `${e.message} (the shared bucket is unreachable too)`, e.detail, e.headers);
+      }
+      throw e;
     }
-    if (!isValidTag(reference)) {
-      throw ociErrors.manifestUnknown(`"${clip(reference)}" is neither a valid tag nor a digest`);
-    }
-    return this.byTag(route, reference, wantBody);
   }
 
-  private async byDigest(route: Route, digest: Digest, wantBody: boolean): Promise<ManifestResult> {
+  private async byDigest(route: Route, digest: Digest, wantBody: boolean, trail: BucketTrail): Promise<ManifestResult> {
     const row = this.catalogue.getManifest(route.key, digest.value);
     if (row) {
       const served = await this.serveStored(row, wantBody);
@@ -87,18 +104,26 @@ export class ManifestService {
       if (absent) throw absent;
     }
     this.assertNotExcluded(route, digest.value);
+    const shared = await this.fromBucket(route, digest, trail);
+    if (shared) return result(shared, wantBody, 'bucket');
     if (!this.canFetch(route)) {
       throw ociErrors.manifestUnknown(`manifest ${digest.value} of ${route.key} is not in this mirror${this.offlineNote(route)}`);
     }
     return result(await this.fetch(route, digest.value), wantBody);
   }
 
-  private async byTag(route: Route, tag: string, wantBody: boolean): Promise<ManifestResult> {
+  private async byTag(route: Route, tag: string, wantBody: boolean, trail: BucketTrail): Promise<ManifestResult> {
     const ref = `${route.key}:${tag}`;
-    const known = this.catalogue.getTag(route.key, tag);
+    let known = this.catalogue.getTag(route.key, tag);
+    if (this.shared && !route.local && !(known && this.isFresh(known.checked_at))) {
+      // Another replica may have asked upstream more recently: its answer is in the bucket.
+      const adopted = await this.tagFromBucket(route, tag, known?.checked_at ?? 0, trail);
+      if (adopted) return result(adopted, wantBody, 'bucket');
+      known = this.catalogue.getTag(route.key, tag);
+    }
     const stored = known && this.catalogue.getManifest(route.key, known.digest);
     if (known && stored) {
-      const fresh = Date.now() - known.checked_at < this.policy.tagTtlMs;
+      const fresh = this.isFresh(known.checked_at);
       if (fresh || !this.canFetch(route)) {
         const served = await this.serveStored(stored, wantBody);
         if (served) {
@@ -110,6 +135,7 @@ export class ManifestService {
           const head = await route.upstream.client!.manifest(route.repo, tag, 'HEAD');
           if (head.digest === known.digest) {
             this.catalogue.markTagChecked(route.key, tag);
+            this.shared?.uploads.enqueue({ kind: 'tag', repo: route.key, tag });
             const served = await this.serveStored(stored, wantBody);
             if (served) {
               return served;
@@ -145,6 +171,79 @@ export class ManifestService {
       }
       throw e;
     }
+  }
+
+  private isFresh(checkedAt: number): boolean {
+    return Date.now() - checkedAt < this.policy.tagTtlMs;
+  }
+
+  /**
+   * A tag record another replica wrote, if upstream confirmed it more recently than this replica
+   * did and within the TTL (or at all, when upstream cannot be asked): the manifest it names is
+   * taken from the local store or the bucket, and the tag recorded with the other's check time.
+   */
+  private async tagFromBucket(route: Route, tag: string, ourCheck: number, trail: BucketTrail): Promise<Fetched | undefined> {
+    let record: TagRecord | undefined;
+    try {
+      record = await this.shared!.bucket.tag(route.key, tag);
+    } catch (e) {
+      if (!(e instanceof BucketUnavailableError)) throw e;
+      trail.bucketDown = true;
+      this.log.warn('shared bucket unavailable; tag not checked there', { ref: `${route.key}:${tag}`, error: e.message });
+      return undefined;
+    }
+    if (!record || record.checkedAt <= ourCheck) return undefined;
+    if (!this.isFresh(record.checkedAt) && this.canFetch(route)) return undefined;
+    const d = parseDigest(record.digest);
+    if (!d.ok) return undefined;
+    const local = this.catalogue.getManifest(route.key, d.digest.value);
+    const bytes = local && (await this.serveStored(local, true))?.bytes;
+    const found = local && bytes ? { row: local, bytes } : await this.fromBucket(route, d.digest, trail);
+    if (!found) return undefined;
+    this.catalogue.setTag(route.key, tag, d.digest.value, record.checkedAt);
+    return found;
+  }
+
+  /**
+   * A manifest another replica stored in the bucket: verified against its digest and judged by the
+   * allow-list as if upstream had sent it, then kept locally. Undefined when the bucket lacks it,
+   * holds something wrong (logged; upstream is asked instead) or is down.
+   */
+  private async fromBucket(route: Route, digest: Digest, trail: BucketTrail): Promise<Fetched | undefined> {
+    if (!this.shared || route.local) return undefined;
+    let stored;
+    try {
+      stored = await this.shared.bucket.manifest(route.key, digest);
+    } catch (e) {
+      if (!(e instanceof BucketUnavailableError)) throw e;
+      trail.bucketDown = true;
+      this.log.warn('shared bucket unavailable; manifest not looked up there', { repo: route.key, digest: digest.value, error: e.message });
+      return undefined;
+    }
+    if (!stored) return undefined;
+    const parsed = digestOf(stored.bytes, digest.algorithm) === digest.value ? parseManifest(stored.bytes, stored.mediaType) : undefined;
+    if (!parsed?.ok) {
+      this.log.error('the shared bucket holds a damaged manifest; ignoring it', { repo: route.key, digest: digest.value });
+      return undefined;
+    }
+    const manifest = parsed.manifest;
+    if (manifest.subject) this.assertNotExcluded(route, manifest.subject.digest, `${route.key}@${digest.value}`);
+    let platform: Platform | undefined;
+    if (manifest.kind === 'image') {
+      this.assertNotExcluded(route, digest.value);
+      const listed = this.catalogue.indexEntriesFor(route.key, digest.value).find((e) => e.platform !== null);
+      platform = parsePlatform(listed?.platform ?? stored.platform ?? '');
+      if (platform && !this.policy.allowList.allows(platform)) {
+        throw notMirroredError({
+          platform: formatPlatform(platform),
+          digest: digest.value,
+          image: `${route.asked}@${digest.value}`,
+          allowList: this.policy.allowList,
+          response: this.policy.notMirrored,
+        });
+      }
+    }
+    return this.keep(route, digest, stored.bytes, stored.mediaType, manifest, platform);
   }
 
   /** Upstream may be asked: not offline, and not a repository of the local namespace. */
@@ -242,23 +341,31 @@ export class ManifestService {
     const manifest = parsed.manifest;
     if (manifest.subject) this.assertNotExcluded(route, manifest.subject.digest, `${route.key}@${digest}`);
     const platform = manifest.kind === 'image' ? await this.imagePlatform(route, digest, manifest, reference) : undefined;
+    const d = parseDigest(digest);
+    if (!d.ok) throw new Error(d.reason);
+    const kept = await this.keep(route, d.digest, bytes, res.mediaType, manifest, platform);
+    this.shared?.uploads.enqueue({ kind: 'manifest', repo: route.key, digest });
+    if (!isDigestLike(reference)) {
+      this.catalogue.setTag(route.key, reference, digest);
+      this.shared?.uploads.enqueue({ kind: 'tag', repo: route.key, tag: reference });
+    }
+    this.events.fetched?.(route, bytes.length);
+    return kept;
+  }
+
+  /** Stores verified manifest bytes and records them (with the platform that decided them). */
+  private async keep(route: Route, d: Digest, bytes: Buffer, mediaType: string, manifest: ParsedManifest, platform: Platform | undefined): Promise<Fetched> {
     const row: ManifestRow = {
       repo: route.key,
-      digest,
-      media_type: res.mediaType,
+      digest: d.value,
+      media_type: mediaType,
       size: bytes.length,
       kind: manifest.kind,
       platform: platform ? formatPlatform(platform) : null,
     };
-    const d = parseDigest(digest);
-    if (!d.ok) throw new Error(d.reason);
-    if ((await this.store.size(d.digest)) !== bytes.length) await this.store.put(d.digest, bytes);
-    this.catalogue.addManifest(
-      manifestRecord({ repo: route.key, digest, mediaType: res.mediaType, size: bytes.length, manifest, platform: row.platform ?? undefined }),
-    );
-    if (!isDigestLike(reference)) this.catalogue.setTag(route.key, reference, digest);
-    this.cache.set(digest, bytes);
-    this.events.fetched?.(route, bytes.length);
+    if ((await this.store.size(d)) !== bytes.length) await this.store.put(d, bytes);
+    this.catalogue.addManifest(manifestRecord({ repo: route.key, digest: d.value, mediaType, size: bytes.length, manifest, platform: row.platform ?? undefined }));
+    this.cache.set(d.value, bytes);
     return { row, bytes };
   }
 
@@ -310,6 +417,7 @@ export class ManifestService {
       if (!platform || this.policy.allowList.allows(platform)) {
         await this.store.put(d.digest, bytes);
         this.catalogue.addBlob(d.digest.value, bytes.length);
+        this.shared?.uploads.enqueue({ kind: 'blob', digest: d.digest.value });
         this.events.fetched?.(route, bytes.length);
       }
       return platform;
@@ -318,12 +426,12 @@ export class ManifestService {
   }
 }
 
-function result(f: Fetched, wantBody: boolean): ManifestResult {
+function result(f: Fetched, wantBody: boolean, source: ManifestResult['source'] = 'upstream'): ManifestResult {
   return {
     digest: f.row.digest,
     mediaType: f.row.media_type,
     size: f.row.size,
-    source: 'upstream',
+    source,
     ...(wantBody ? { bytes: f.bytes } : {}),
   };
 }

@@ -4,12 +4,17 @@ import type { MirrorConfig } from '../config/schema.js';
 import { upstreamNames } from '../config/schema.js';
 import { PlatformAllowList } from '../oci/platform.js';
 import { BlobStore } from '../store/blob-store.js';
+import { Bucket, BucketConfigError } from '../store/bucket.js';
 import { Catalogue } from '../store/catalogue.js';
+import { Membership } from '../cluster/members.js';
 import { UpstreamClient } from '../upstream/client.js';
 import { upstreamTransport } from '../upstream/transport.js';
 import type { UpstreamFailure } from '../upstream/errors.js';
 import type { Logger } from '../log.js';
 import { BlobService, type BlobEvents } from './blobs.js';
+import { BucketUploads } from './bucket-uploads.js';
+import { PeerClient } from './peers.js';
+import type { SharedTier } from './shared-tier.js';
 import { ManifestService, type ManifestEvents } from './manifests.js';
 import { ReferrersService } from './referrers.js';
 import { Router, type Upstream } from './routing.js';
@@ -35,6 +40,8 @@ export class Mirror {
     readonly tags: TagService,
     readonly allowList: PlatformAllowList,
     readonly referrers: ReferrersService,
+    /** With storage.s3: the bucket replicas share, its upload queue, and the other replicas. */
+    readonly shared?: SharedTier,
   ) {}
 
   static async open(config: MirrorConfig, log: Logger, events: MirrorEvents = {}): Promise<Mirror> {
@@ -75,6 +82,7 @@ export class Mirror {
       pickDefault(upstreams, config.defaultUpstream),
       config.push.enabled ? config.push.namespace : undefined,
     );
+    const shared = config.storage.s3 ? await openSharedTier(config, store, catalogue, log) : undefined;
     const cache = new LRUCache<string, Buffer>({ maxSize: MANIFEST_CACHE_BYTES, sizeCalculation: (b) => b.length || 1 });
     const manifests = new ManifestService(
       store,
@@ -88,11 +96,19 @@ export class Mirror {
       },
       log,
       events,
+      shared,
     );
-    const blobs = new BlobService(store, catalogue, { offline: config.offline, requireReference: config.blobs.requireReference, readAhead: config.blobs.readAhead }, log, events);
+    const blobs = new BlobService(
+      store,
+      catalogue,
+      { offline: config.offline, requireReference: config.blobs.requireReference, readAhead: config.blobs.readAhead },
+      log,
+      events,
+      shared,
+    );
     const tags = new TagService(catalogue, config.offline, log);
     const referrers = new ReferrersService(catalogue, manifests, { offline: config.offline, ttlMs: config.tags.ttlSeconds * 1000 }, log);
-    return new Mirror(config, store, catalogue, router, manifests, blobs, tags, allowList, referrers);
+    return new Mirror(config, store, catalogue, router, manifests, blobs, tags, allowList, referrers, shared);
   }
 
   /**
@@ -109,10 +125,49 @@ export class Mirror {
       await settled;
     }
     clearTimeout(timer);
+    // Uploads under way finish (the queue keeps the rest for the next start); then nothing touches SQLite.
+    await this.shared?.uploads.close();
+    await this.shared?.peers?.membership.stop();
+    await this.shared?.peers?.close();
+    this.shared?.bucket.close();
     await Promise.all(this.router.upstreams.map((u) => u.client?.close()));
     this.catalogue.close();
     await this.store.dispose();
   }
+}
+
+/**
+ * The bucket (checked once: a missing bucket or refused credentials stop start-up; a bucket that is
+ * merely down is not fatal, the local tier serves meanwhile), its upload queue, and with
+ * `cluster` the membership of the replicas and the signed client that asks them.
+ */
+async function openSharedTier(config: MirrorConfig, store: BlobStore, catalogue: Catalogue, log: Logger): Promise<SharedTier> {
+  const s3 = config.storage.s3!;
+  const bucket = new Bucket({ ...s3 });
+  try {
+    await bucket.check();
+  } catch (e) {
+    if (e instanceof BucketConfigError) {
+      bucket.close();
+      throw e;
+    }
+    log.warn('the shared bucket is unreachable; serving from the local tier until it answers', { error: (e as Error).message });
+  }
+  const uploads = new BucketUploads(bucket, store, catalogue, log);
+  let peers: PeerClient | undefined;
+  if (config.cluster) {
+    const c = config.cluster;
+    let client: PeerClient | undefined;
+    const membership = new Membership({
+      self: c.advertise,
+      peers: c.peers,
+      dns: c.dns,
+      probeIntervalMs: c.probeIntervalMs,
+      probe: (m) => client!.probe(m),
+    });
+    peers = client = new PeerClient(c.secret, membership);
+  }
+  return { bucket, uploads, peers };
 }
 
 function pickDefault(upstreams: Upstream[], name: string | undefined): Upstream {

@@ -27,6 +27,11 @@ export class BucketUnavailableError extends Error {
   override name = 'BucketUnavailableError';
 }
 
+/** The bucket answers but is not usable as configured (missing, or the credentials refused): a set-up error. */
+export class BucketConfigError extends BucketUnavailableError {
+  override name = 'BucketConfigError';
+}
+
 export interface StoredManifest {
   bytes: Buffer;
   mediaType: string;
@@ -89,8 +94,8 @@ export class Bucket {
       await this.client.send(new HeadBucketCommand({ Bucket: this.config.bucket }));
     } catch (e) {
       const status = statusOf(e);
-      if (status === 404) throw new BucketUnavailableError(`the shared bucket "${this.config.bucket}" does not exist at ${this.config.endpoint ?? 'AWS S3'}`);
-      if (status === 403) throw new BucketUnavailableError(`the shared bucket "${this.config.bucket}" refused these credentials (HTTP 403)`);
+      if (status === 404) throw new BucketConfigError(`the shared bucket "${this.config.bucket}" does not exist at ${this.config.endpoint ?? 'AWS S3'}`);
+      if (status === 403) throw new BucketConfigError(`the shared bucket "${this.config.bucket}" refused these credentials (HTTP 403)`);
       throw asUnavailable(e);
     }
   }

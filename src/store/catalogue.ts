@@ -107,7 +107,7 @@ export class Catalogue {
       ),
       getTag: db.prepare<[string, string], TagRow>('SELECT * FROM tags WHERE repo = ? AND tag = ?'),
       upsertTag: db.prepare(
-        `INSERT INTO tags (repo, tag, digest, updated_at, checked_at) VALUES (@repo, @tag, @digest, @now, @now)
+        `INSERT INTO tags (repo, tag, digest, updated_at, checked_at) VALUES (@repo, @tag, @digest, @now, @checked)
          ON CONFLICT (repo, tag) DO UPDATE SET
            updated_at = CASE WHEN tags.digest = excluded.digest THEN tags.updated_at ELSE excluded.updated_at END,
            digest = excluded.digest, checked_at = excluded.checked_at`,
@@ -187,8 +187,9 @@ export class Catalogue {
     return this.stmts.getTag.get(repo, tag);
   }
 
-  setTag(repo: string, tag: string, digest: string): void {
-    this.stmts.upsertTag.run({ repo, tag, digest, now: Date.now() });
+  /** `checkedAt`: when upstream last confirmed it (another replica's check, from the shared bucket). */
+  setTag(repo: string, tag: string, digest: string, checkedAt = Date.now()): void {
+    this.stmts.upsertTag.run({ repo, tag, digest, now: Date.now(), checked: checkedAt });
   }
 
   markTagChecked(repo: string, tag: string): void {

@@ -3,6 +3,7 @@
 // `down()` makes it refuse connections (an unreachable upstream); `up()` serves again on the same port.
 import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { Transform } from 'node:stream';
 
 export interface ProxiedRequest {
   method: string;
@@ -48,7 +49,14 @@ function decoded(url: string): string {
   }
 }
 
-export async function startCountingProxy(targetUrl: string): Promise<CountingProxy> {
+export interface CountingProxyOptions {
+  /** Forward the client's Host header (S3's SigV4 signs it) instead of the target's. */
+  preserveHost?: boolean;
+  /** Send response bodies at most this fast, so that a test can act while a download is under way. */
+  bytesPerSecond?: number;
+}
+
+export async function startCountingProxy(targetUrl: string, opts: CountingProxyOptions = {}): Promise<CountingProxy> {
   const target = new URL(targetUrl);
   const agent = new Agent({ keepAlive: true });
   const requests: ProxiedRequest[] = [];
@@ -63,7 +71,7 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
     for (const [k, v] of Object.entries(req.headers)) {
       if (v !== undefined && !HOP_BY_HOP.has(k) && k !== 'host') headers[k] = v;
     }
-    headers.host = target.host;
+    headers.host = opts.preserveHost && req.headers.host ? req.headers.host : target.host;
     const out = httpRequest(
       { host: target.hostname, port: target.port, method: req.method, path: url, headers, agent },
       (upstream) => {
@@ -71,7 +79,7 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
         const back: Record<string, string | string[]> = {};
         for (const [k, v] of Object.entries(upstream.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) back[k] = v;
         res.writeHead(upstream.statusCode ?? 502, back);
-        upstream.pipe(res);
+        (opts.bytesPerSecond ? upstream.pipe(throttle(opts.bytesPerSecond)) : upstream).pipe(res);
         upstream.once('error', () => res.destroy());
       },
     );
@@ -130,4 +138,22 @@ export async function startCountingProxy(targetUrl: string): Promise<CountingPro
       agent.destroy();
     },
   };
+}
+
+/** Passes bytes on at `rate` per second at most, in slices of 64 KiB. */
+function throttle(rate: number): Transform {
+  const started = Date.now();
+  let sent = 0;
+  return new Transform({
+    async transform(chunk: Buffer, _enc, done) {
+      for (let i = 0; i < chunk.length; i += 65536) {
+        const part = chunk.subarray(i, i + 65536);
+        sent += part.length;
+        const due = started + (sent / rate) * 1000 - Date.now();
+        if (due > 0) await new Promise((r) => setTimeout(r, due));
+        this.push(part);
+      }
+      done();
+    },
+  });
 }

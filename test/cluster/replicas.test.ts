@@ -1,0 +1,310 @@
+// Three replicas (separate `sparse-mirror serve` processes, separate data dirs) over one bucket
+// on the run's real S3 server (Ceph RGW), in front of a real docker-registry upstream behind a
+// counting proxy, so every upstream request is seen. The bucket is reached through a proxy too,
+// which the bucket-down test takes away.
+import { createHash } from 'node:crypto';
+import { request } from 'node:http';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { PEER_HEADER, signPeerRequest } from '../../src/cluster/peer-auth.js';
+import { rankMembers } from '../../src/cluster/ranking.js';
+import { buildCli, runCli, spawnServe, writeConfigFile, type CliBuild, type ServeProcess } from '../support/cli.js';
+import { startCountingProxy, type CountingProxy } from '../support/counting-proxy.js';
+import { pushMultiPlatformImage, pushSinglePlatformImage, sha256 } from '../support/images.js';
+import { freePort, startRegistry, type RegistryHandle } from '../support/registry.js';
+import { freshBucket, s3Client } from '../support/s3.js';
+import { skopeoCopyToDir, skopeoInspectRaw } from '../support/skopeo.js';
+
+const SECRET = 'replicas-test-secret-0123456789';
+const rgw = inject('s3');
+const s3 = s3Client(rgw);
+
+interface Replica {
+  name: string;
+  url: string;
+  host: string;
+  port: number;
+  dataDir: string;
+  config: string;
+  proc?: ServeProcess;
+}
+
+let build: CliBuild;
+let registry: RegistryHandle;
+let upstream: CountingProxy;
+let bucketProxy: CountingProxy;
+let bucket: string;
+let work: string;
+const replicas: Replica[] = [];
+
+async function start(r: Replica): Promise<void> {
+  // The secret comes from the environment, as from a Kubernetes Secret.
+  r.proc = await spawnServe(build, { config: r.config, port: r.port, env: { MIRROR_CLUSTER_SECRET: SECRET } });
+}
+
+async function stopAll(): Promise<void> {
+  await Promise.all(
+    replicas.map(async (r) => {
+      if (!r.proc || r.proc.child.exitCode !== null || r.proc.child.signalCode !== null) return;
+      r.proc.child.kill('SIGTERM');
+      await r.proc.exited;
+    }),
+  );
+}
+
+async function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Buffer; firstByteAt: number; endAt: number; headers: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers }, (res) => {
+      const chunks: Buffer[] = [];
+      let firstByteAt = 0;
+      res.on('data', (c: Buffer) => {
+        firstByteAt ||= Date.now();
+        chunks.push(c);
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), firstByteAt, endAt: Date.now(), headers: res.headers }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function pendingUploads(r: Replica): Promise<number> {
+  const m = /^sparse_mirror_bucket_uploads_pending (\d+)$/m.exec((await get(`${r.url}/metrics`)).body.toString());
+  if (!m) throw new Error(`${r.name} reports no upload queue`);
+  return Number(m[1]);
+}
+
+async function uploadsDrained(timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pending = await Promise.all(replicas.filter((r) => r.proc?.child.exitCode === null && r.proc.child.signalCode === null).map(pendingUploads));
+    if (pending.every((n) => n === 0)) return;
+    if (Date.now() > deadline) throw new Error(`uploads still pending: ${pending.join(', ')}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function bucketObjects(under: string): Promise<Array<{ key: string; size: number }>> {
+  const out: Array<{ key: string; size: number }> = [];
+  let token: string | undefined;
+  do {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `mirror/${under}`, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) out.push({ key: o.Key!, size: o.Size ?? 0 });
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return out;
+}
+
+/** Every blob object's bytes hash to its key: nothing partial or corrupt ever reached the bucket. */
+async function expectBucketBlobsIntact(): Promise<number> {
+  const blobs = await bucketObjects('blobs/sha256/');
+  for (const b of blobs) {
+    const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: b.key }));
+    const bytes = Buffer.from(await res.Body!.transformToByteArray());
+    expect(`mirror/blobs/sha256/${sha256(bytes).slice('sha256:'.length)}`).toBe(b.key);
+  }
+  return blobs.length;
+}
+
+beforeAll(async () => {
+  build = await buildCli();
+  registry = await startRegistry();
+  // 24 MiB/s: a 64 MiB blob takes ~2.7 s, long enough to act while it streams.
+  upstream = await startCountingProxy(registry.url, { bytesPerSecond: 24 * 1024 * 1024 });
+  bucket = await freshBucket(s3, 'replicas');
+  bucketProxy = await startCountingProxy(rgw.endpoint, { preserveHost: true });
+  work = await mkdtemp(join(tmpdir(), 'sm-replicas-'));
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
+  for (const [i, port] of ports.entries()) {
+    const name = 'ABC'[i]!;
+    const dataDir = join(work, name);
+    const config = await writeConfigFile(join(work, `${name}.mjs`), {
+      host: '127.0.0.1',
+      dataDir,
+      platforms: ['linux/amd64', 'linux/arm64'],
+      upstreams: [{ url: upstream.url }],
+      storage: {
+        s3: { endpoint: bucketProxy.url, region: rgw.region, bucket, prefix: 'mirror/', forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+      },
+      cluster: { advertise: urls[i], peers: urls, secret: 'overridden-by-the-environment', probeIntervalMs: 500 },
+      log: { level: 'debug' },
+    });
+    replicas.push({ name, url: urls[i]!, host: `127.0.0.1:${port}`, port, dataDir, config });
+  }
+  await Promise.all(replicas.map(start));
+}, 180_000);
+
+afterAll(async () => {
+  await stopAll();
+  await upstream?.stop();
+  await bucketProxy?.stop();
+  await registry?.stop();
+  await build?.cleanup();
+  s3.destroy();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+describe('three replicas over one bucket', () => {
+  it('serves through B and C, from empty disks, what was pulled through A: no upstream request, byte-exact', async () => {
+    const [a, b, c] = replicas as [Replica, Replica, Replica];
+    const image = await pushMultiPlatformImage(registry.url, 'app', '1.0', {
+      platforms: ['linux/amd64', 'linux/arm64', 'linux/s390x'],
+      layersPerImage: 2,
+      layerSize: 512 * 1024,
+    });
+    const dest = await mkdtemp(join(work, 'pull-'));
+    const viaA = await skopeoCopyToDir(`docker://${a.host}/app:1.0`, join(dest, 'a'), { os: 'linux', arch: 'arm64' });
+    expect(viaA.code, viaA.stderr).toBe(0);
+    expect(upstream.count('GET', '/blobs/')).toBeGreaterThan(0);
+    await uploadsDrained();
+    // B starts again as a new replica would: an empty disk (as owner of some blobs it held a few).
+    b.proc!.child.kill('SIGTERM');
+    await b.proc!.exited;
+    await rm(b.dataDir, { recursive: true, force: true });
+    await start(b);
+    expect(await readdir(b.dataDir, { recursive: true }).then((names) => names.filter((n) => n.startsWith('blobs/sha256/')))).toEqual([]);
+
+    upstream.reset();
+    for (const r of [b, c]) {
+      const out = await skopeoCopyToDir(`docker://${r.host}/app:1.0`, join(dest, r.name), { os: 'linux', arch: 'arm64' });
+      expect(out.code, `${r.name}: ${out.stderr}`).toBe(0);
+      expect((await skopeoInspectRaw(`docker://${r.host}/app:1.0`)).equals(image.bytes)).toBe(true);
+      const child = image.children.find((ch) => ch.platform?.architecture === 'arm64')!;
+      expect((await skopeoInspectRaw(`docker://${r.host}/app@${child.digest}`)).equals(child.bytes)).toBe(true);
+    }
+    expect(upstream.lines()).toEqual([]);
+
+    // The allow-list holds from the bucket too: s390x was never stored anywhere, and B says why.
+    const refused = await skopeoCopyToDir(`docker://${b.host}/app:1.0`, join(dest, 's390x'), { os: 'linux', arch: 's390x' });
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('linux/s390x is not mirrored here');
+  });
+
+  it('30 clients over the three replicas on one cold 64 MiB blob: one upstream fetch, all streaming from the first bytes', async () => {
+    const image = await pushSinglePlatformImage(registry.url, 'herd', '1', { layersPerImage: 1, layerSize: 64 * 1024 * 1024, rawLayers: true });
+    const layer = image.layers[0]!;
+    // Each replica holds the manifest (blobs are served for images a replica knows).
+    for (const r of replicas) expect((await get(`${r.url}/v2/herd/manifests/1`, { accept: image.mediaType })).status).toBe(200);
+    upstream.reset();
+    const started = Date.now();
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => get(`${replicas[i % 3]!.url}/v2/herd/blobs/${layer.digest}`)));
+    expect(upstream.count('GET', layer.digest)).toBe(1);
+    for (const r of results) {
+      expect(r.status).toBe(200);
+      expect(sha256(r.body)).toBe(layer.digest);
+    }
+    const lastFirstByte = Math.max(...results.map((r) => r.firstByteAt));
+    const firstDone = Math.min(...results.map((r) => r.endAt));
+    expect(lastFirstByte).toBeLessThan(firstDone);
+    expect(firstDone - started).toBeGreaterThan(1500); // the throttled download really streamed
+  });
+
+  it('refuses peer requests without a valid signature, and answers signed ones', async () => {
+    const a = replicas[0]!;
+    const digest = `sha256:${'0'.repeat(64)}`;
+    const path = `/_peer/v2/app/blobs/${digest}?ns=${encodeURIComponent(upstream.host)}`;
+    upstream.reset();
+    const none = await get(`${a.url}${path}`);
+    expect(none.status).toBe(401);
+    expect(JSON.parse(none.body.toString()).errors[0]).toMatchObject({ code: 'UNAUTHORIZED' });
+    const forged = await get(`${a.url}${path}`, { [PEER_HEADER]: signPeerRequest('another-secret-of-some-length', 'GET', path) });
+    expect(forged.status).toBe(401);
+    expect(forged.body.toString()).toContain('does not match');
+    const replayedElsewhere = await get(`${a.url}/_peer/health`, { [PEER_HEADER]: signPeerRequest(SECRET, 'GET', path) });
+    expect(replayedElsewhere.status).toBe(401);
+    const stale = await get(`${a.url}/_peer/health`, { [PEER_HEADER]: signPeerRequest(SECRET, 'GET', '/_peer/health', Date.now() - 10 * 60_000) });
+    expect(stale.status).toBe(401);
+    expect(upstream.lines()).toEqual([]);
+    const health = await get(`${a.url}/_peer/health`, { [PEER_HEADER]: signPeerRequest(SECRET, 'GET', '/_peer/health') });
+    expect(health.status).toBe(200);
+    // The client-facing API is not a way in either: a peer header opens nothing there.
+    const viaClientRoute = await get(`${a.url}/v2/app/blobs/${digest}`, { [PEER_HEADER]: signPeerRequest(SECRET, 'GET', `/v2/app/blobs/${digest}`) });
+    expect(viaClientRoute.status).toBe(404);
+    expect(JSON.parse(viaClientRoute.body.toString()).errors[0].code).toBe('BLOB_UNKNOWN');
+  });
+
+  it('with the bucket unreachable, serves what each replica holds, fetches the rest from upstream, and loses nothing when it returns', async () => {
+    const [, b, c] = replicas as [Replica, Replica, Replica];
+    await bucketProxy.down();
+    try {
+      const dest = await mkdtemp(join(work, 'down-'));
+      const held = await skopeoCopyToDir(`docker://${b.host}/app:1.0`, join(dest, 'held'), { os: 'linux', arch: 'arm64' });
+      expect(held.code, held.stderr).toBe(0);
+      const fresh = await pushSinglePlatformImage(registry.url, 'while-down', '1', { layersPerImage: 2, layerSize: 256 * 1024 });
+      const pulled = await skopeoCopyToDir(`docker://${c.host}/while-down:1`, join(dest, 'fresh'), {});
+      expect(pulled.code, pulled.stderr).toBe(0);
+      const queued = (await Promise.all(replicas.map(pendingUploads))).reduce((x, y) => x + y, 0);
+      expect(queued).toBeGreaterThan(0);
+      // Neither tier can answer for what C never held: a clear error, not a hang or a crash.
+      await upstream.down();
+      const missing = await get(`${c.url}/v2/never-pulled/manifests/1`);
+      expect(missing.status).toBe(502);
+      const message = JSON.parse(missing.body.toString()).errors[0].message as string;
+      expect(message).toContain('does not hold it');
+      expect(message).toContain('the shared bucket is unreachable too');
+      await upstream.up();
+      // Still queued while the bucket is away.
+      expect(await bucketObjects(`manifests/${upstream.host}/while-down/`)).toEqual([]);
+      await bucketProxy.up();
+      await uploadsDrained(60_000);
+      const manifests = await bucketObjects(`manifests/${upstream.host}/while-down/`);
+      expect(manifests.map((m) => m.key)).toContain(`mirror/manifests/${upstream.host}/while-down/sha256/${fresh.digest.slice(7)}`);
+      for (const l of fresh.layers) expect((await bucketObjects(`blobs/sha256/${l.digest.slice(7)}`)).length).toBe(1);
+    } finally {
+      await upstream.up();
+      await bucketProxy.up();
+    }
+  });
+
+  it('the owner killed mid-download (kill -9): the next replica takes over, the client gets the right bytes, the bucket holds nothing partial', async () => {
+    const image = await pushSinglePlatformImage(registry.url, 'killed', '1', { layersPerImage: 1, layerSize: 48 * 1024 * 1024, rawLayers: true });
+    const layer = image.layers[0]!;
+    const owner = replicas.find((r) => r.url === rankMembers(layer.digest, replicas.map((x) => x.url))[0])!;
+    const asked = replicas.find((r) => r !== owner)!;
+    expect((await get(`${asked.url}/v2/killed/manifests/1`, { accept: image.mediaType })).status).toBe(200);
+    upstream.reset();
+    const body = new Promise<{ status: number; hash: string; size: number }>((resolve, reject) => {
+      request(`${asked.url}/v2/killed/blobs/${layer.digest}`, (res) => {
+        const h = createHash('sha256');
+        let size = 0;
+        let killed = false;
+        res.on('data', (chunk: Buffer) => {
+          h.update(chunk);
+          size += chunk.length;
+          if (!killed && size > 8 * 1024 * 1024) {
+            killed = true;
+            owner.proc!.child.kill('SIGKILL');
+          }
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, hash: `sha256:${h.digest('hex')}`, size }));
+        res.on('error', reject);
+      })
+        .on('error', reject)
+        .end();
+    });
+    const got = await body;
+    expect(await owner.proc!.exited).toMatchObject({ signal: 'SIGKILL' });
+    expect(got).toEqual({ status: 200, hash: layer.digest, size: layer.size });
+    // The owner fetched first; after its death another fetch resumed it (allowed), no more.
+    const fetches = upstream.requests.filter((r) => r.method === 'GET' && r.url.includes(layer.digest));
+    expect(fetches.length).toBeGreaterThanOrEqual(2);
+    expect(fetches.length).toBeLessThanOrEqual(3);
+
+    await uploadsDrained(60_000);
+    expect(await expectBucketBlobsIntact()).toBeGreaterThan(0);
+    const check = await runCli(build, ['verify'], { config: asked.config });
+    expect(check.code, check.stdout + check.stderr).toBe(0);
+
+    // The owner comes back with its store intact and serves the blob (now from the bucket or upstream).
+    await start(owner);
+    const again = await get(`${owner.url}/v2/killed/manifests/1`, { accept: image.mediaType });
+    expect(again.status).toBe(200);
+    const blob = await get(`${owner.url}/v2/killed/blobs/${layer.digest}`);
+    expect(sha256(blob.body)).toBe(layer.digest);
+  });
+});
