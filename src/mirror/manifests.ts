@@ -169,6 +169,14 @@ export class ManifestService {
         const served = await this.serveStored(stored, wantBody);
         if (served) return { ...served, source: 'stale' };
       }
+      // Another replica's record of the tag, however old, beats no answer (stale-if-error across replicas).
+      if (this.shared && !route.local && (canServeStale(e) || (e instanceof OciError && (e.status >= 500 || e.status === 429)))) {
+        const adopted = await this.tagFromBucket(route, tag, 0, trail, true);
+        if (adopted) {
+          this.log.warn('upstream failed; serving the tag another replica stored (stale-if-error)', { ref, error: (e as Error).message });
+          return result(adopted, wantBody, 'stale');
+        }
+      }
       throw e;
     }
   }
@@ -182,7 +190,7 @@ export class ManifestService {
    * did and within the TTL (or at all, when upstream cannot be asked): the manifest it names is
    * taken from the local store or the bucket, and the tag recorded with the other's check time.
    */
-  private async tagFromBucket(route: Route, tag: string, ourCheck: number, trail: BucketTrail): Promise<Fetched | undefined> {
+  private async tagFromBucket(route: Route, tag: string, ourCheck: number, trail: BucketTrail, evenStale = false): Promise<Fetched | undefined> {
     let record: TagRecord | undefined;
     try {
       record = await this.shared!.bucket.tag(route.key, tag);
@@ -193,7 +201,7 @@ export class ManifestService {
       return undefined;
     }
     if (!record || record.checkedAt <= ourCheck) return undefined;
-    if (!this.isFresh(record.checkedAt) && this.canFetch(route)) return undefined;
+    if (!evenStale && !this.isFresh(record.checkedAt) && this.canFetch(route)) return undefined;
     const d = parseDigest(record.digest);
     if (!d.ok) return undefined;
     const local = this.catalogue.getManifest(route.key, d.digest.value);

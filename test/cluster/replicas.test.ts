@@ -7,7 +7,7 @@ import { request } from 'node:http';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { PEER_HEADER, signPeerRequest } from '../../src/cluster/peer-auth.js';
 import { rankMembers } from '../../src/cluster/ranking.js';
@@ -258,6 +258,21 @@ describe('three replicas over one bucket', () => {
     } finally {
       await upstream.up();
       await bucketProxy.up();
+    }
+  });
+
+  it('with upstream unreachable, a tag another replica recorded long ago still resolves (stale-if-error from the bucket)', async () => {
+    const c = replicas[2]!;
+    const index = await skopeoInspectRaw(`docker://${replicas[0]!.host}/app:1.0`);
+    const body = JSON.stringify({ digest: sha256(index), checkedAt: Date.now() - 30 * 86_400_000 });
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `mirror/tags/${upstream.host}/app/old`, Body: body, ContentType: 'application/json' }));
+    await upstream.down();
+    try {
+      const res = await get(`${c.url}/v2/app/manifests/old`, { accept: 'application/vnd.oci.image.index.v1+json' });
+      expect(res.status).toBe(200);
+      expect(res.body.equals(index)).toBe(true);
+    } finally {
+      await upstream.up();
     }
   });
 
