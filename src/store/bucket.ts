@@ -45,6 +45,11 @@ export interface TagRecord {
   checkedAt: number;
 }
 
+/**
+ * After the bucket failed to answer, requests fail at once for this long instead of each waiting
+ * for its own time-out: a bucket that drops packets would otherwise add seconds to every miss.
+ */
+const DOWN_HOLD_MS = 5_000;
 /** A request to the bucket that takes longer than this counts as the bucket being down. */
 const REQUEST_TIMEOUT_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 3_000;
@@ -61,6 +66,8 @@ const CONNECT_TIMEOUT_MS = 3_000;
  */
 export class Bucket {
   readonly client: S3Client;
+  private downUntil = 0;
+  private downBecause = '';
 
   constructor(readonly config: BucketConfig) {
     this.client = new S3Client({
@@ -185,25 +192,44 @@ export class Bucket {
     contentType?: string,
     metadata?: Record<string, string>,
   ): Promise<void> {
+    this.failFastWhileDown();
     try {
       await this.client.send(
         new PutObjectCommand({ Bucket: this.config.bucket, Key: key, Body: body(), ContentLength: size, ContentType: contentType, Metadata: metadata, IfNoneMatch: '*' }),
       );
+      this.downUntil = 0;
     } catch (e) {
       if (statusOf(e) === 412) return; // written already
-      throw asUnavailable(e, key);
+      throw this.noteDown(e, asUnavailable(e, key));
     }
   }
 
   /** Runs a request; a missing object is undefined, any other failure BucketUnavailableError. */
   private async call<T>(fn: () => Promise<T>): Promise<T | undefined> {
+    this.failFastWhileDown();
     try {
-      return await fn();
+      const value = await fn();
+      this.downUntil = 0;
+      return value;
     } catch (e) {
       // A missing bucket is a broken setup, not an empty tier.
       if (statusOf(e) === 404 && (e as Error).name !== 'NoSuchBucket') return undefined;
-      throw asUnavailable(e);
+      throw this.noteDown(e, asUnavailable(e));
     }
+  }
+
+  private failFastWhileDown(): void {
+    if (Date.now() < this.downUntil) throw new BucketUnavailableError(`${this.downBecause} (not asked again for a few seconds)`);
+  }
+
+  /** A failure to answer at all (network, time-out, 5xx) holds requests back for a moment; a refusal does not. */
+  private noteDown(cause: unknown, e: BucketUnavailableError): BucketUnavailableError {
+    const status = statusOf(cause);
+    if (status === undefined || status >= 500) {
+      this.downUntil = Date.now() + DOWN_HOLD_MS;
+      this.downBecause = e.message;
+    }
+    return e;
   }
 }
 

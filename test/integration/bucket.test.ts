@@ -87,6 +87,9 @@ describe('Bucket on Ceph RGW', () => {
     expect(e).toBeInstanceOf(BucketUnavailableError);
     expect((e as Error).message).toMatch(/shared bucket failed/);
     expect((e as Error).message).not.toContain(rgw.secretAccessKey);
+    // Then it is not asked again for a moment: a blackholed bucket must not cost every request a time-out.
+    const again = await down.manifest('r', d).catch((x: unknown) => x);
+    expect((again as Error).message).toMatch(/shared bucket failed.*not asked again for a few seconds/);
     const missing = new Bucket({ ...bucketAt(rgw.endpoint).config, bucket: 'no-such-bucket-here' });
     await expect(missing.blob(d)).rejects.toBeInstanceOf(BucketUnavailableError);
     await expect(missing.check()).rejects.toThrow(/"no-such-bucket-here" does not exist/);
