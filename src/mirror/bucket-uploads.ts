@@ -113,6 +113,13 @@ export class BucketUploads {
       await this.bucket.putTag(item.repo, item.tag, { digest: tag.digest, checkedAt: tag.checked_at });
       return true;
     }
+    if (item.kind === 'referrers') {
+      const list = this.catalogue.referrers.upstreamList(item.repo, item.subject);
+      const subject = parseDigest(item.subject);
+      if (!list || !subject.ok) return false;
+      await this.bucket.putReferrers(item.repo, subject.digest, list);
+      return true;
+    }
     const d = parseDigest(item.digest);
     if (!d.ok) return false;
     if (item.kind === 'blob') {

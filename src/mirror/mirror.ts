@@ -107,7 +107,7 @@ export class Mirror {
       shared,
     );
     const tags = new TagService(catalogue, config.offline, log);
-    const referrers = new ReferrersService(catalogue, manifests, { offline: config.offline, ttlMs: config.tags.ttlSeconds * 1000 }, log);
+    const referrers = new ReferrersService(catalogue, manifests, { offline: config.offline, ttlMs: config.tags.ttlSeconds * 1000 }, log, shared);
     return new Mirror(config, store, catalogue, router, manifests, blobs, tags, allowList, referrers, shared);
   }
 

@@ -10,12 +10,14 @@ import {
   referrersIndex,
   type ReferrerDescriptor,
 } from '../oci/referrers.js';
+import { BucketUnavailableError, type ReferrersRecord } from '../store/bucket.js';
 import type { Catalogue } from '../store/catalogue.js';
 import type { ReferrerRow } from '../store/referrers-catalogue.js';
 import { isUpstreamError, UpstreamError } from '../upstream/errors.js';
 import type { Logger } from '../log.js';
 import type { ManifestService } from './manifests.js';
 import type { Route } from './routing.js';
+import type { SharedTier } from './shared-tier.js';
 import { SingleFlight } from './singleflight.js';
 import { toClientError } from './upstream-errors.js';
 
@@ -49,6 +51,7 @@ export class ReferrersService {
     private readonly manifests: ManifestService,
     private readonly policy: ReferrersPolicy,
     private readonly log: Logger,
+    private readonly shared?: SharedTier,
   ) {}
 
   /**
@@ -116,13 +119,23 @@ export class ReferrersService {
   }
 
   private async upstreamAttachments(route: Route, subject: string, store = true): Promise<Attachments> {
-    const stored = this.catalogue.referrers.upstreamList(route.key, subject);
+    let stored = this.catalogue.referrers.upstreamList(route.key, subject);
+    const fresh = (list: { checkedAt: number }) => Date.now() - list.checkedAt < this.policy.ttlMs;
+    if (!(stored && fresh(stored))) {
+      // Another replica may have asked upstream since: its answer is in the bucket.
+      const theirs = await this.sharedList(route, subject);
+      if (theirs && theirs.checkedAt > (stored?.checkedAt ?? 0)) {
+        this.catalogue.referrers.saveUpstreamList(route.key, subject, theirs.descriptors, theirs.tags, theirs.checkedAt);
+        stored = theirs;
+      }
+    }
     const storedState = { descriptors: (stored?.descriptors ?? []) as ReferrerDescriptor[], tags: (stored?.tags ?? []) as SchemeTag[] };
-    if ((stored && Date.now() - stored.checkedAt < this.policy.ttlMs) || !this.canFetch(route)) return storedState;
+    if ((stored && fresh(stored)) || !this.canFetch(route)) return storedState;
     return this.flights.run(`${route.key}@${subject}`, async () => {
       try {
         const found = await this.askUpstream(route, subject, store);
         this.catalogue.referrers.saveUpstreamList(route.key, subject, found.descriptors, found.tags);
+        this.shared?.uploads.enqueue({ kind: 'referrers', repo: route.key, subject });
         return found;
       } catch (e) {
         if (stored) {
@@ -140,6 +153,19 @@ export class ReferrersService {
         throw new OciError(404, 'MANIFEST_UNKNOWN', `the referrers of ${route.key}@${subject} could not be had from upstream (${reason}); try tag ${fallbackTag(subject)}`);
       }
     });
+  }
+
+  /** The list another replica stored in the bucket, if any (a bucket that is down counts as none). */
+  private async sharedList(route: Route, subject: string): Promise<ReferrersRecord | undefined> {
+    const d = parseDigest(subject);
+    if (!this.shared || route.local || !d.ok) return undefined;
+    try {
+      return await this.shared.bucket.referrers(route.key, d.digest);
+    } catch (e) {
+      if (!(e instanceof BucketUnavailableError)) throw e;
+      this.log.warn('shared bucket unavailable; referrers list not looked up there', { repo: route.key, subject, error: e.message });
+      return undefined;
+    }
   }
 
   /**

@@ -39,6 +39,13 @@ export interface StoredManifest {
   platform?: string;
 }
 
+/** What upstream listed as attached to a subject (referrers API and scheme tags), and when it was asked. */
+export interface ReferrersRecord {
+  descriptors: unknown[];
+  tags: unknown[];
+  checkedAt: number;
+}
+
 export interface TagRecord {
   digest: string;
   /** When upstream last confirmed the tag (ms since the epoch): replicas share its freshness. */
@@ -60,6 +67,7 @@ const CONNECT_TIMEOUT_MS = 3_000;
  *   <prefix>manifests/<repo>/<alg>/<hex>    manifest bytes as upstream sent them; Content-Type is
  *                                            the media type, metadata `platform` the image's platform
  *   <prefix>tags/<repo>/<tag>               {"digest", "checkedAt"}
+ *   <prefix>referrers/<repo>/<alg>/<hex>    {"descriptors", "tags", "checkedAt"}: upstream's list for a subject
  * Names and digests are validated by the caller before they reach a key. Every object is written
  * with one PUT of known length, which S3 makes visible whole or not at all: a reader never sees a
  * partial object, and content-addressed keys are written only once (If-None-Match).
@@ -150,12 +158,32 @@ export class Bucket {
     });
   }
 
+  referrersKey(repo: string, subject: Digest): string {
+    return `${this.config.prefix}referrers/${repo}/${subject.algorithm}/${subject.hex}`;
+  }
+
+  async referrers(repo: string, subject: Digest): Promise<ReferrersRecord | undefined> {
+    return this.call(async () => {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: this.referrersKey(repo, subject) }));
+      const parsed = JSON.parse(await res.Body!.transformToString()) as Partial<ReferrersRecord>;
+      if (!Array.isArray(parsed.descriptors) || !Array.isArray(parsed.tags) || typeof parsed.checkedAt !== 'number') return undefined;
+      return { descriptors: parsed.descriptors, tags: parsed.tags, checkedAt: parsed.checkedAt };
+    });
+  }
+
+  /** Like a tag: overwritten by whichever replica asked upstream last. */
+  async putReferrers(repo: string, subject: Digest, record: ReferrersRecord): Promise<void> {
+    await this.putJson(this.referrersKey(repo, subject), record);
+  }
+
   /** Tags move: overwritten, last writer wins (each writer has just asked upstream). */
   async putTag(repo: string, tag: string, record: TagRecord): Promise<void> {
-    const body = Buffer.from(JSON.stringify(record));
-    await this.call(() =>
-      this.client.send(new PutObjectCommand({ Bucket: this.config.bucket, Key: this.tagKey(repo, tag), Body: body, ContentLength: body.length, ContentType: 'application/json' })),
-    );
+    await this.putJson(this.tagKey(repo, tag), record);
+  }
+
+  private async putJson(key: string, value: unknown): Promise<void> {
+    const body = Buffer.from(JSON.stringify(value));
+    await this.call(() => this.client.send(new PutObjectCommand({ Bucket: this.config.bucket, Key: key, Body: body, ContentLength: body.length, ContentType: 'application/json' })));
   }
 
   /** Every object under `under` (relative to the prefix), with its size and last change. */

@@ -133,8 +133,9 @@ export class ReferrersCatalogue {
     }
   }
 
-  saveUpstreamList(repo: string, subject: string, descriptors: unknown[], tags: unknown[]): void {
-    this.stmts.putList.run(repo, subject, JSON.stringify(descriptors), JSON.stringify(tags), Date.now());
+  /** `checkedAt`: when upstream was asked (by this replica, or by another, from the shared bucket). */
+  saveUpstreamList(repo: string, subject: string, descriptors: unknown[], tags: unknown[], checkedAt = Date.now()): void {
+    this.stmts.putList.run(repo, subject, JSON.stringify(descriptors), JSON.stringify(tags), checkedAt);
   }
 
   /** Forgets `digest` as a referrer (its manifest was deleted). */

@@ -4,7 +4,8 @@ import type Database from 'better-sqlite3';
 export type PendingUpload =
   | { kind: 'blob'; digest: string }
   | { kind: 'manifest'; repo: string; digest: string }
-  | { kind: 'tag'; repo: string; tag: string };
+  | { kind: 'tag'; repo: string; tag: string }
+  | { kind: 'referrers'; repo: string; subject: string };
 
 export interface PendingRow {
   key: string;
@@ -47,7 +48,16 @@ export class UploadQueueTable {
   }
 
   static keyOf(item: PendingUpload): string {
-    return item.kind === 'blob' ? `blob ${item.digest}` : item.kind === 'manifest' ? `manifest ${item.repo}@${item.digest}` : `tag ${item.repo}:${item.tag}`;
+    switch (item.kind) {
+      case 'blob':
+        return `blob ${item.digest}`;
+      case 'manifest':
+        return `manifest ${item.repo}@${item.digest}`;
+      case 'tag':
+        return `tag ${item.repo}:${item.tag}`;
+      case 'referrers':
+        return `referrers ${item.repo}@${item.subject}`;
+    }
   }
 
   add(item: PendingUpload, now = Date.now()): void {

@@ -13,7 +13,7 @@ import { PEER_HEADER, signPeerRequest } from '../../src/cluster/peer-auth.js';
 import { rankMembers } from '../../src/cluster/ranking.js';
 import { buildCli, runCli, spawnServe, writeConfigFile, type CliBuild, type ServeProcess } from '../support/cli.js';
 import { startCountingProxy, type CountingProxy } from '../support/counting-proxy.js';
-import { pushMultiPlatformImage, pushSinglePlatformImage, sha256 } from '../support/images.js';
+import { pushBlob, pushMultiPlatformImage, pushSinglePlatformImage, putManifest, sha256 } from '../support/images.js';
 import { freePort, startRegistry, type RegistryHandle } from '../support/registry.js';
 import { freshBucket, s3Client } from '../support/s3.js';
 import { skopeoCopyToDir, skopeoInspectRaw } from '../support/skopeo.js';
@@ -183,6 +183,45 @@ describe('three replicas over one bucket', () => {
     const refused = await skopeoCopyToDir(`docker://${b.host}/app:1.0`, join(dest, 's390x'), { os: 'linux', arch: 's390x' });
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain('linux/s390x is not mirrored here');
+  });
+
+  it('shares what upstream lists as attached to an image: another replica answers the referrers API without asking upstream', async () => {
+    const [a, , c] = replicas as [Replica, Replica, Replica];
+    const subject = await pushSinglePlatformImage(registry.url, 'signed', '1', { layersPerImage: 1, layerSize: 1024 });
+    // An SBOM-like artifact naming the image as its subject, listed under the spec's fallback tag
+    // (distribution 2.8 has no referrers API).
+    const blob = Buffer.from('{"sbom":"for the test"}');
+    const blobDigest = await pushBlob(registry.url, 'signed', blob);
+    const empty = Buffer.from('{}');
+    const emptyDigest = await pushBlob(registry.url, 'signed', empty);
+    const artifact = Buffer.from(JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      artifactType: 'application/spdx+json',
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: emptyDigest, size: empty.length },
+      layers: [{ mediaType: 'application/spdx+json', digest: blobDigest, size: blob.length }],
+      subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size },
+    }));
+    const artifactDigest = await putManifest(registry.url, 'signed', sha256(artifact), artifact, 'application/vnd.oci.image.manifest.v1+json');
+    const fallback = Buffer.from(JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: artifactDigest, size: artifact.length, artifactType: 'application/spdx+json' }],
+    }));
+    await putManifest(registry.url, 'signed', `sha256-${subject.digest.slice(7)}`, fallback, 'application/vnd.oci.image.index.v1+json');
+
+    const viaA = await get(`${a.url}/v2/signed/referrers/${subject.digest}`);
+    expect(viaA.status).toBe(200);
+    expect(JSON.parse(viaA.body.toString()).manifests.map((m: { digest: string }) => m.digest)).toEqual([artifactDigest]);
+    expect((await get(`${a.url}/v2/signed/manifests/${artifactDigest}`, { accept: 'application/vnd.oci.image.manifest.v1+json' })).status).toBe(200);
+    await uploadsDrained();
+    upstream.reset();
+    const viaC = await get(`${c.url}/v2/signed/referrers/${subject.digest}`);
+    expect(viaC.status).toBe(200);
+    expect(viaC.body.equals(viaA.body)).toBe(true);
+    const sbom = await get(`${c.url}/v2/signed/manifests/${artifactDigest}`, { accept: 'application/vnd.oci.image.manifest.v1+json' });
+    expect(sbom.body.equals(artifact)).toBe(true);
+    expect(upstream.lines()).toEqual([]);
   });
 
   it('30 clients over the three replicas on one cold 64 MiB blob: one upstream fetch, all streaming from the first bytes', async () => {
