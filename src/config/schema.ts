@@ -94,6 +94,11 @@ const clusterSchema = z
     secret: z.string().min(16, 'cluster.secret must be at least 16 characters'),
     /** How often a replica checks that the others are alive (and re-resolves `dns`). */
     probeIntervalMs: z.number().int().positive().default(2000),
+    /**
+     * A replica that sends nothing for this long (no headers, or a stalled body) is taken for cut
+     * off: a download streaming from it goes on from the next replica or upstream.
+     */
+    peerTimeoutMs: z.number().int().positive().default(10_000),
   })
   .strict();
 

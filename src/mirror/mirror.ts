@@ -165,7 +165,7 @@ async function openSharedTier(config: MirrorConfig, store: BlobStore, catalogue:
       probeIntervalMs: c.probeIntervalMs,
       probe: (m) => client!.probe(m),
     });
-    peers = client = new PeerClient(c.secret, membership);
+    peers = client = new PeerClient(c.secret, membership, c.peerTimeoutMs);
   }
   return { bucket, uploads, peers };
 }

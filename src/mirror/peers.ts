@@ -9,9 +9,6 @@ import type { Route } from './routing.js';
 export const PEER_PREFIX = '/_peer';
 
 const CONNECT_TIMEOUT_MS = 2_000;
-const HEADERS_TIMEOUT_MS = 30_000;
-/** A peer that sends nothing for this long is taken for dead (kill -9 leaves no FIN behind a NAT). */
-const BODY_IDLE_MS = 15_000;
 
 /** The request a replica would send for a blob of `route`, relative to a peer's origin. */
 export function peerBlobPath(route: Route, digest: string): string {
@@ -30,11 +27,13 @@ export class PeerClient {
   constructor(
     private readonly secret: string,
     readonly membership: Membership,
+    /** Silence (no headers, or a stalled body) for this long means the peer is cut off. */
+    timeoutMs: number,
   ) {
     this.agent = new Agent({
-      connect: { timeout: CONNECT_TIMEOUT_MS },
-      headersTimeout: HEADERS_TIMEOUT_MS,
-      bodyTimeout: BODY_IDLE_MS,
+      connect: { timeout: Math.min(CONNECT_TIMEOUT_MS, timeoutMs) },
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
       connections: 64,
     });
   }

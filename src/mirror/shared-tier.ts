@@ -32,6 +32,8 @@ export type Origin = 'bucket' | 'peer' | 'upstream';
  */
 export class TieredSource implements DownloadSource {
   origin: Origin | undefined;
+  /** The replica the last fetch streamed from. */
+  private peer: string | undefined;
 
   constructor(
     private readonly shared: SharedTier,
@@ -56,12 +58,20 @@ export class TieredSource implements DownloadSource {
       this.log.warn('shared bucket unavailable; asking past it', { digest: this.digest.value, error: e.message });
     }
     const peers = this.shared.peers;
+    // A resume after streaming from a replica: it died or was cut off mid-body. Rank without it
+    // until a probe finds it back, rather than wait for it to time out again.
+    if (peers && this.peer && offset > 0) {
+      peers.membership.markDown(this.peer);
+      this.log.warn('owner replica stopped mid-body; the next in rank takes over', { digest: this.digest.value, replica: this.peer, offset });
+    }
+    this.peer = undefined;
     if (peers && !this.fromPeer) {
       for (const member of peers.membership.ranking(this.digest.value)) {
         if (peers.membership.isSelf(member)) break;
         try {
           const res = await peers.blob(member, this.route, this.digest.value, offset);
           this.origin = 'peer';
+          this.peer = member;
           return res;
         } catch (e) {
           if (!(e instanceof PeerUnreachableError)) throw e;

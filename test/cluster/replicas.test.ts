@@ -110,6 +110,40 @@ async function expectBucketBlobsIntact(): Promise<number> {
   return blobs.length;
 }
 
+/**
+ * Pulls a cold 48 MiB blob through a replica that does not own it, and sends `signal` to the owner
+ * once the client has 8 MiB: the client's status, hash and size, and how often upstream was asked.
+ */
+async function pullWhileOwner(repo: string, signal: NodeJS.Signals) {
+  const image = await pushSinglePlatformImage(registry.url, repo, '1', { layersPerImage: 1, layerSize: 48 * 1024 * 1024, rawLayers: true });
+  const layer = image.layers[0]!;
+  const owner = replicas.find((r) => r.url === rankMembers(layer.digest, replicas.map((x) => x.url))[0])!;
+  const asked = replicas.find((r) => r !== owner)!;
+  expect((await get(`${asked.url}/v2/${repo}/manifests/1`, { accept: image.mediaType })).status).toBe(200);
+  upstream.reset();
+  const got = await new Promise<{ status: number; hash: string; size: number }>((resolve, reject) => {
+    request(`${asked.url}/v2/${repo}/blobs/${layer.digest}`, (res) => {
+      const h = createHash('sha256');
+      let size = 0;
+      let sent = false;
+      res.on('data', (chunk: Buffer) => {
+        h.update(chunk);
+        size += chunk.length;
+        if (!sent && size > 8 * 1024 * 1024) {
+          sent = true;
+          owner.proc!.child.kill(signal);
+        }
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, hash: `sha256:${h.digest('hex')}`, size }));
+      res.on('error', reject);
+    })
+      .on('error', reject)
+      .end();
+  });
+  const fetches = upstream.requests.filter((r) => r.method === 'GET' && r.url.includes(layer.digest)).length;
+  return { owner, asked, image, layer, got, fetches };
+}
+
 beforeAll(async () => {
   build = await buildCli();
   registry = await startRegistry();
@@ -131,7 +165,7 @@ beforeAll(async () => {
       storage: {
         s3: { endpoint: bucketProxy.url, region: rgw.region, bucket, prefix: 'mirror/', forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
       },
-      cluster: { advertise: urls[i], peers: urls, secret: 'overridden-by-the-environment', probeIntervalMs: 500 },
+      cluster: { advertise: urls[i], peers: urls, secret: 'overridden-by-the-environment', probeIntervalMs: 500, peerTimeoutMs: 3000 },
       log: { level: 'debug' },
     });
     replicas.push({ name, url: urls[i]!, host: `127.0.0.1:${port}`, port, dataDir, config });
@@ -315,39 +349,26 @@ describe('three replicas over one bucket', () => {
     }
   });
 
+  it('the owner cut off mid-download (frozen: no FIN, no RST): after cluster.peerTimeoutMs the next replica takes over', async () => {
+    const { owner, layer, got, fetches } = await pullWhileOwner('frozen', 'SIGSTOP');
+    try {
+      expect(got).toEqual({ status: 200, hash: layer.digest, size: layer.size });
+      expect(fetches).toBeGreaterThanOrEqual(2);
+      expect(fetches).toBeLessThanOrEqual(3);
+    } finally {
+      owner.proc!.child.kill('SIGCONT');
+    }
+    await uploadsDrained(60_000);
+    expect(await expectBucketBlobsIntact()).toBeGreaterThan(0);
+  });
+
   it('the owner killed mid-download (kill -9): the next replica takes over, the client gets the right bytes, the bucket holds nothing partial', async () => {
-    const image = await pushSinglePlatformImage(registry.url, 'killed', '1', { layersPerImage: 1, layerSize: 48 * 1024 * 1024, rawLayers: true });
-    const layer = image.layers[0]!;
-    const owner = replicas.find((r) => r.url === rankMembers(layer.digest, replicas.map((x) => x.url))[0])!;
-    const asked = replicas.find((r) => r !== owner)!;
-    expect((await get(`${asked.url}/v2/killed/manifests/1`, { accept: image.mediaType })).status).toBe(200);
-    upstream.reset();
-    const body = new Promise<{ status: number; hash: string; size: number }>((resolve, reject) => {
-      request(`${asked.url}/v2/killed/blobs/${layer.digest}`, (res) => {
-        const h = createHash('sha256');
-        let size = 0;
-        let killed = false;
-        res.on('data', (chunk: Buffer) => {
-          h.update(chunk);
-          size += chunk.length;
-          if (!killed && size > 8 * 1024 * 1024) {
-            killed = true;
-            owner.proc!.child.kill('SIGKILL');
-          }
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, hash: `sha256:${h.digest('hex')}`, size }));
-        res.on('error', reject);
-      })
-        .on('error', reject)
-        .end();
-    });
-    const got = await body;
+    const { owner, asked, image, layer, got, fetches } = await pullWhileOwner('killed', 'SIGKILL');
     expect(await owner.proc!.exited).toMatchObject({ signal: 'SIGKILL' });
     expect(got).toEqual({ status: 200, hash: layer.digest, size: layer.size });
     // The owner fetched first; after its death another fetch resumed it (allowed), no more.
-    const fetches = upstream.requests.filter((r) => r.method === 'GET' && r.url.includes(layer.digest));
-    expect(fetches.length).toBeGreaterThanOrEqual(2);
-    expect(fetches.length).toBeLessThanOrEqual(3);
+    expect(fetches).toBeGreaterThanOrEqual(2);
+    expect(fetches).toBeLessThanOrEqual(3);
 
     await uploadsDrained(60_000);
     expect(await expectBucketBlobsIntact()).toBeGreaterThan(0);
