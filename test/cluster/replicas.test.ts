@@ -41,8 +41,9 @@ let work: string;
 const replicas: Replica[] = [];
 
 async function start(r: Replica): Promise<void> {
-  // The secret comes from the environment, as from a Kubernetes Secret.
-  r.proc = await spawnServe(build, { config: r.config, port: r.port, env: { MIRROR_CLUSTER_SECRET: SECRET } });
+  // The secret comes from the environment, as from a Kubernetes Secret; so do C's S3 keys.
+  const keys = r.name === 'C' ? { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey } : {};
+  r.proc = await spawnServe(build, { config: r.config, port: r.port, env: { MIRROR_CLUSTER_SECRET: SECRET, ...keys } });
 }
 
 async function stopAll(): Promise<void> {
@@ -163,7 +164,14 @@ beforeAll(async () => {
       platforms: ['linux/amd64', 'linux/arm64'],
       upstreams: [{ url: upstream.url }],
       storage: {
-        s3: { endpoint: bucketProxy.url, region: rgw.region, bucket, prefix: 'mirror/', forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+        s3: {
+          endpoint: bucketProxy.url,
+          region: rgw.region,
+          bucket,
+          prefix: 'mirror/',
+          forcePathStyle: true,
+          ...(name === 'C' ? {} : { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey }),
+        },
       },
       cluster: { advertise: urls[i], peers: urls, secret: 'overridden-by-the-environment', probeIntervalMs: 500, peerTimeoutMs: 3000 },
       log: { level: 'debug' },
