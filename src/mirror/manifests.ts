@@ -116,7 +116,10 @@ export class ManifestService {
     const ref = `${route.key}:${tag}`;
     let known = this.catalogue.getTag(route.key, tag);
     if (this.shared && !route.local && !(known && this.isFresh(known.checked_at))) {
-      // Another replica may have asked upstream more recently: its answer is in the bucket.
+      // Another replica may have asked upstream more recently: its answer is in the bucket (a
+      // signature tag of a platform this replica does not carry is refused here as from upstream).
+      const scheme = subjectOfTag(tag);
+      if (scheme) this.assertNotExcluded(route, scheme.subject, ref);
       const adopted = await this.tagFromBucket(route, tag, known?.checked_at ?? 0, trail);
       if (adopted) return result(adopted, wantBody, 'bucket');
       known = this.catalogue.getTag(route.key, tag);

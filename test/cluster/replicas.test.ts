@@ -42,7 +42,7 @@ const replicas: Replica[] = [];
 
 async function start(r: Replica): Promise<void> {
   // The secret comes from the environment, as from a Kubernetes Secret; so do C's S3 keys.
-  const keys = r.name === 'C' ? { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey } : {};
+  const keys: Record<string, string> = r.name === 'C' ? { AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey } : {};
   r.proc = await spawnServe(build, { config: r.config, port: r.port, env: { MIRROR_CLUSTER_SECRET: SECRET, ...keys } });
 }
 
