@@ -79,6 +79,11 @@ const s3Schema = z
     forcePathStyle: z.boolean().default(false),
     accessKeyId: z.string().min(1).optional(),
     secretAccessKey: z.string().min(1).optional(),
+    /**
+     * `gc` deletes nothing from the bucket written this recently (replicas may be between a blob
+     * and the manifest that names it) nor anything a manifest written this recently names.
+     */
+    gcGraceSeconds: z.number().nonnegative().default(3600),
   })
   .strict();
 
