@@ -64,6 +64,7 @@ async function write(mirror: Mirror, bucket: Bucket, item: PendingUpload, sizes:
     if (tag) await bucket.putTag(item.repo, item.tag, { digest: tag.digest, checkedAt: tag.checked_at });
     return;
   }
+  if (item.kind !== 'blob' && item.kind !== 'manifest') return;
   const d = parseDigest(item.digest);
   if (!d.ok) return;
   if (item.kind === 'blob') {

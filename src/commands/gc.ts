@@ -18,8 +18,8 @@ has not uploaded to the shared bucket yet are kept.
 
 With storage.s3, also sweeps the shared bucket: tag records are its roots; a manifest no tag
 record reaches (through index entries, or as a signature, SBOM or attestation of one that is
-reached), a blob no reached manifest names, and a tag record whose manifest is gone are deleted
-once older than storage.s3.gcGraceSeconds (default 3600), as is nothing a manifest written
+reached), a blob no reached manifest names, a tag record whose manifest is gone and a
+referrers list about a manifest that is not reached are deleted once older than storage.s3.gcGraceSeconds (default 3600), as is nothing a manifest written
 within that time names: replicas may be writing. Run it from one replica at a time.
 
   --dry-run          show what would be freed, delete nothing
@@ -80,9 +80,10 @@ async function gcBucket(bucket: Bucket, catalogue: Catalogue, dryRun: boolean, o
   try {
     const options = { ...opts, protect: pendingUploads(catalogue) };
     const plan = dryRun ? planBucketGc(snap, options) : await sweepBucket(bucket, snap, options);
-    const what = `${plan.tags.length} tag records, ${plan.manifests.length} manifests, ${plan.blobs.length} blobs`;
+    const what = `${plan.tags.length} tag records, ${plan.referrerLists.length} referrers lists, ${plan.manifests.length} manifests, ${plan.blobs.length} blobs`;
     if (dryRun) {
       for (const t of plan.tags) console.log(`bucket: would delete tag record ${t.repo}:${t.tag}`);
+      for (const l of plan.referrerLists) console.log(`bucket: would delete referrers list of ${l.repo}@${l.subject}`);
       for (const m of plan.manifests) console.log(`bucket: would delete manifest ${m.repo}@${m.digest}`);
       for (const b of plan.blobs) console.log(`bucket: would delete blob ${b.digest} (${formatBytes(b.size)})`);
       console.log(`bucket dry run: ${what}; would free ${formatBytes(plan.bytes)} (${plan.bytes} bytes)`);

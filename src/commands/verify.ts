@@ -8,7 +8,8 @@ const USAGE = `Usage: sparse-mirror verify [--repair]
 
 Re-hashes every stored blob and manifest and checks the catalogue against the disk both ways.
 With storage.s3, also reads the whole shared bucket: every blob must hash to its key and have
-its listed size, every manifest must hash to its key and parse, every tag record must be one.
+its listed size, every manifest must hash to its key and parse, every tag record and
+referrers list must be one.
 Exits 1 when it finds a problem (unless --repair fixed it).
 
   --repair           move corrupt files to <data>/quarantine/ and forget catalogue rows

@@ -6,14 +6,16 @@ import type { TagRecord } from './bucket.js';
 export type BucketObject =
   | { kind: 'blob'; digest: Digest }
   | { kind: 'manifest'; repo: string; digest: Digest }
-  | { kind: 'tag'; repo: string; tag: string };
+  | { kind: 'tag'; repo: string; tag: string }
+  /** Upstream's referrers list for a subject, as a replica last read it. */
+  | { kind: 'referrers'; repo: string; subject: Digest };
 
 /** A repository segment as the mirror names them (`127.0.0.1:5000`, `library`, `my.app-x_1`). */
 const SEGMENT = /^[A-Za-z0-9_:-][A-Za-z0-9._:-]*$/;
 
 /**
- * The inverse of Bucket's blobKey/manifestKey/tagKey: `blobs/<alg>/<hex>`,
- * `manifests/<repo>/<alg>/<hex>`, `tags/<repo>/<tag>`. Undefined for a key that fits none (not
+ * The inverse of Bucket's key functions: `blobs/<alg>/<hex>`, `manifests/<repo>/<alg>/<hex>`,
+ * `tags/<repo>/<tag>`, `referrers/<repo>/<alg>/<hex>`. Undefined for a key that fits none (not
  * written by a replica): upkeep reports such keys and leaves them alone.
  */
 export function parseBucketKey(key: string): BucketObject | undefined {
@@ -31,10 +33,11 @@ export function parseBucketKey(key: string): BucketObject | undefined {
     const digest = digestAt(1);
     return digest && { kind: 'blob', digest };
   }
-  if (area === 'manifests' && parts.length >= 4) {
+  if ((area === 'manifests' || area === 'referrers') && parts.length >= 4) {
     const digest = digestAt(parts.length - 2);
     const repo = repoOf(1, parts.length - 2);
-    return digest && repo ? { kind: 'manifest', repo, digest } : undefined;
+    if (!digest || !repo) return undefined;
+    return area === 'manifests' ? { kind: 'manifest', repo, digest } : { kind: 'referrers', repo, subject: digest };
   }
   if (area === 'tags' && parts.length >= 3) {
     const tag = parts[parts.length - 1]!;
@@ -60,4 +63,14 @@ export function parseTagRecord(bytes: Uint8Array): TagRecord | undefined {
 /** `repo` is `filter` or lies under it (`docker.io` holds `docker.io/library/alpine`), as `ls` filters. */
 export function repoMatches(repo: string, filter: string | undefined): boolean {
   return !filter || repo === filter || repo.startsWith(`${filter}/`);
+}
+
+/** A referrers list record is `{"descriptors": [...], "tags": [...], "checkedAt": <number>}`. */
+export function isReferrersRecord(bytes: Uint8Array): boolean {
+  try {
+    const r = JSON.parse(Buffer.from(bytes).toString('utf8')) as { descriptors?: unknown; tags?: unknown; checkedAt?: unknown } | null;
+    return Array.isArray(r?.descriptors) && Array.isArray(r.tags) && typeof r.checkedAt === 'number';
+  } catch {
+    return false;
+  }
 }

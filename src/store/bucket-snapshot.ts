@@ -1,12 +1,12 @@
 import { digestOf } from '../oci/digest.js';
 import { parseManifest, type ParsedManifest } from '../oci/manifest.js';
 import type { Bucket, StoredManifest, TagRecord } from './bucket.js';
-import { parseBucketKey, parseTagRecord, repoMatches } from './bucket-keys.js';
+import { isReferrersRecord, parseBucketKey, parseTagRecord, repoMatches } from './bucket-keys.js';
 import { Catalogue, type NewManifest } from './catalogue.js';
 
 /** Something wrong with an object of the bucket, found while reading it. */
 export interface BucketProblem {
-  kind: 'corrupt' | 'unparseable' | 'bad-name' | 'bad-tag' | 'wrong-size';
+  kind: 'corrupt' | 'unparseable' | 'bad-name' | 'bad-tag' | 'bad-referrers' | 'wrong-size';
   key: string;
   detail: string;
 }
@@ -49,6 +49,8 @@ export class BucketSnapshot {
   readonly opaque = new Set<string>();
   /** `repo:tag` → the tag record and its key. */
   readonly tags = new Map<string, TagRecord & { key: string; repo: string; tag: string }>();
+  /** Upstream's referrers lists, by key: the subject (`repo@digest`) each is about. */
+  readonly referrerLists = new Map<string, { repo: string; subject: string }>();
   /** Blob digest → key (with `blobs`). */
   readonly blobKeys = new Map<string, string>();
   readonly bytes = new Map<string, StoredManifest>();
@@ -83,14 +85,14 @@ export class BucketSnapshot {
   }
 
   /**
-   * Lists manifests/ and tags/ and reads every object that is new or changed since the last
-   * read. gc calls it again just before deleting: whatever a replica wrote meanwhile is then
+   * Lists manifests/, tags/ and referrers/ and reads every object that is new or changed since
+   * the last read. gc calls it again just before deleting: whatever a replica wrote meanwhile is then
    * known, and what it names is kept.
    */
   async refresh(): Promise<void> {
     const filter = this.opts.repos;
     const changed: Array<{ key: string; info: ObjectInfo }> = [];
-    for (const area of ['manifests/', 'tags/']) {
+    for (const area of ['manifests/', 'tags/', 'referrers/']) {
       for await (const o of this.bucket.list(`${area}${filter ?? ''}`)) {
         const info = { size: o.size, modified: o.modified.getTime() };
         const before = this.objects.get(o.key);
@@ -106,7 +108,15 @@ export class BucketSnapshot {
   private async readObject(key: string, info: ObjectInfo): Promise<void> {
     const parsed = parseBucketKey(key);
     if (!parsed || parsed.kind === 'blob') {
-      this.problems.push({ kind: 'bad-name', key, detail: 'not manifests/<repository>/<algorithm>/<hex> nor tags/<repository>/<tag>' });
+      this.problems.push({ kind: 'bad-name', key, detail: 'not manifests/ or referrers/<repository>/<algorithm>/<hex> nor tags/<repository>/<tag>' });
+      return;
+    }
+    if (parsed.kind === 'referrers') {
+      const bytes = await this.bucket.read(key);
+      if (!bytes) return;
+      this.objects.set(key, info);
+      if (isReferrersRecord(bytes)) this.referrerLists.set(key, { repo: parsed.repo, subject: parsed.subject.value });
+      else this.problems.push({ kind: 'bad-referrers', key, detail: 'not a referrers list record ({"descriptors", "tags", "checkedAt"})' });
       return;
     }
     if (parsed.kind === 'tag') {

@@ -20,6 +20,8 @@ export interface BucketGcOptions {
 
 export interface BucketGcPlan {
   tags: Array<{ key: string; repo: string; tag: string }>;
+  /** Upstream's referrers lists about subjects that are gone. */
+  referrerLists: Array<{ key: string; repo: string; subject: string }>;
   manifests: Array<{ key: string; repo: string; digest: string; size: number }>;
   blobs: Array<{ key: string; digest: string; size: number }>;
   /** Bytes the plan frees in the bucket. */
@@ -33,8 +35,9 @@ export interface BucketGcPlan {
  * what this replica is still uploading. Live is what they reach, as in the local gc: index
  * entries, attached signatures, SBOMs and attestations (by `subject` or by tag scheme), and the
  * config and layers of each. Everything else older than the grace period goes: untagged
- * manifests (a tag that moved leaves its old image behind), blobs no live manifest names, and
- * tag records whose manifest is gone. A manifest that cannot be read is left for `verify`.
+ * manifests (a tag that moved leaves its old image behind), blobs no live manifest names, tag
+ * records whose manifest is gone, and upstream's referrers lists about a subject that is not
+ * live. A manifest that cannot be read is left for `verify`.
  */
 export function planBucketGc(snap: BucketSnapshot, opts: BucketGcOptions): BucketGcPlan {
   const now = opts.now ?? Date.now();
@@ -64,7 +67,7 @@ export function planBucketGc(snap: BucketSnapshot, opts: BucketGcOptions): Bucke
     for (const b of catalogue.blobsOf(m.repo, m.digest)) liveBlobs.add(b.blob_digest);
   }
 
-  const plan: BucketGcPlan = { tags: [], manifests: [], blobs: [], bytes: 0 };
+  const plan: BucketGcPlan = { tags: [], referrerLists: [], manifests: [], blobs: [], bytes: 0 };
   for (const m of manifests) {
     const id = `${m.repo}@${m.digest}`;
     const key = snap.manifestKeys.get(id)!;
@@ -77,6 +80,11 @@ export function planBucketGc(snap: BucketSnapshot, opts: BucketGcOptions): Bucke
     if (live.has(id) || snap.opaque.has(id) || recent(t.key)) continue;
     plan.tags.push({ key: t.key, repo: t.repo, tag: t.tag });
   }
+  for (const [key, list] of snap.referrerLists) {
+    const id = `${list.repo}@${list.subject}`;
+    if (live.has(id) || snap.opaque.has(id) || recent(key)) continue;
+    plan.referrerLists.push({ key, ...list });
+  }
   for (const [digest, key] of snap.blobKeys) {
     if (liveBlobs.has(digest) || recent(key)) continue;
     const size = snap.objects.get(key)?.size ?? 0;
@@ -88,13 +96,13 @@ export function planBucketGc(snap: BucketSnapshot, opts: BucketGcOptions): Bucke
 
 /**
  * Plans, then reads what replicas wrote meanwhile and plans again, then deletes: tag records
- * first, then manifests, then blobs, so that an interrupted sweep never leaves a manifest
+ * and referrers lists first, then manifests, then blobs, so that an interrupted sweep never leaves a manifest
  * naming a blob it deleted while the manifest stays. Returns what was deleted.
  */
 export async function sweepBucket(bucket: Bucket, snap: BucketSnapshot, opts: BucketGcOptions): Promise<BucketGcPlan> {
   await snap.refresh();
   const plan = planBucketGc(snap, opts);
-  await bucket.delete(plan.tags.map((t) => t.key));
+  await bucket.delete([...plan.tags, ...plan.referrerLists].map((t) => t.key));
   await bucket.delete(plan.manifests.map((m) => m.key));
   await bucket.delete(plan.blobs.map((b) => b.key));
   return plan;

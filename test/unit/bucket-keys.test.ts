@@ -1,6 +1,6 @@
 // The bucket's key layout read back (what upkeep lists), tag records, and `ls`'s merge of tiers.
 import { describe, expect, it } from 'vitest';
-import { parseBucketKey, parseTagRecord, repoMatches } from '../../src/store/bucket-keys.js';
+import { isReferrersRecord, parseBucketKey, parseTagRecord, repoMatches } from '../../src/store/bucket-keys.js';
 import { mergeTiers } from '../../src/upkeep/bucket-inventory.js';
 import type { InventoryEntry } from '../../src/upkeep/inventory.js';
 
@@ -12,6 +12,7 @@ describe('parseBucketKey', () => {
     expect(parseBucketKey(`manifests/127.0.0.1:5000/team/app/sha256/${HEX}`)).toMatchObject({ kind: 'manifest', repo: '127.0.0.1:5000/team/app', digest: { value: `sha256:${HEX}` } });
     expect(parseBucketKey('tags/docker.io/library/alpine/3.20')).toEqual({ kind: 'tag', repo: 'docker.io/library/alpine', tag: '3.20' });
     expect(parseBucketKey(`tags/docker.io/library/alpine/sha256-${HEX}.sig`)).toMatchObject({ kind: 'tag', tag: `sha256-${HEX}.sig` });
+    expect(parseBucketKey(`referrers/ghcr.io/org/app/sha256/${HEX}`)).toMatchObject({ kind: 'referrers', repo: 'ghcr.io/org/app', subject: { value: `sha256:${HEX}` } });
   });
 
   it('refuses keys no replica writes', () => {
@@ -38,6 +39,15 @@ describe('parseTagRecord', () => {
     expect(parseTagRecord(Buffer.from(JSON.stringify({ digest: `sha256:${HEX}`, checkedAt: 5 })))).toEqual({ digest: `sha256:${HEX}`, checkedAt: 5 });
     for (const bad of ['not json', 'null', '[]', JSON.stringify({ digest: 'sha256:xyz', checkedAt: 1 }), JSON.stringify({ digest: `sha256:${HEX}` })]) {
       expect(parseTagRecord(Buffer.from(bad)), bad).toBeUndefined();
+    }
+  });
+});
+
+describe('isReferrersRecord', () => {
+  it('takes {"descriptors", "tags", "checkedAt"}', () => {
+    expect(isReferrersRecord(Buffer.from(JSON.stringify({ descriptors: [], tags: [], checkedAt: 1 })))).toBe(true);
+    for (const bad of ['not json', 'null', JSON.stringify({ descriptors: 'x', tags: [], checkedAt: 1 }), JSON.stringify({ descriptors: [], checkedAt: 1 })]) {
+      expect(isReferrersRecord(Buffer.from(bad)), bad).toBe(false);
     }
   });
 });

@@ -142,13 +142,18 @@ async function putTag(bucket: Bucket, tag: string, m: Manifest | string): Promis
 
 async function keysOf(bucket: Bucket): Promise<string[]> {
   const keys: string[] = [];
-  for (const area of ['blobs/', 'manifests/', 'tags/']) for await (const o of bucket.list(area)) keys.push(o.key);
+  for (const area of ['blobs/', 'manifests/', 'tags/', 'referrers/']) for await (const o of bucket.list(area)) keys.push(o.key);
   return keys.sort();
 }
 
 const blobKey = (b: Blob | string) => `blobs/sha256/${(typeof b === 'string' ? b : b.digest).slice(7)}`;
 const manifestKey = (m: Manifest) => `manifests/${REPO}/sha256/${m.digest.slice(7)}`;
 const tagKey = (tag: string) => `tags/${REPO}/${tag}`;
+const referrersKey = (m: Manifest) => `referrers/${REPO}/sha256/${m.digest.slice(7)}`;
+/** Raw bytes under a key of this file's bucket (what a broken writer, or another version, leaves). */
+const putRaw = (key: string, body: Buffer) => s3.send(new PutObjectCommand({ Bucket: bucketName, Key: key, Body: body, ContentLength: body.length }));
+/** Upstream's referrers list for a subject, as replicas cache it in the bucket. */
+const referrersRecord = () => Buffer.from(JSON.stringify({ descriptors: [], tags: [], checkedAt: Date.now() }));
 const keysOfImage = (m: Manifest) => [manifestKey(m), ...m.blobs.map(blobKey)];
 
 // ---------------------------------------------------------------------------------------------
@@ -170,6 +175,9 @@ describe('gc sweeps the bucket', () => {
     await putManifest(bucket, old);
     await putManifest(bucket, oldSig);
     await bucket.putTag(REPO, cosignTag(old.digest, 'sig'), { digest: oldSig.digest, checkedAt: Date.now() });
+    // Upstream's referrers lists: about the tagged index (kept) and about the old image (goes with it).
+    await putRaw(`gc/${referrersKey(top)}`, referrersRecord());
+    await putRaw(`gc/${referrersKey(old)}`, referrersRecord());
     // Garbage of other kinds: a blob nothing names, a tag record whose manifest is gone.
     const orphan = blob(randomBytes(5000));
     await putBlob(bucket, orphan);
@@ -204,22 +212,23 @@ describe('gc sweeps the bucket', () => {
     const dry = await cli(['gc', '--dry-run'], config);
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toContain(`bucket: would delete manifest ${REPO}@${old.digest}`);
-    expect(dry.stdout).toMatch(/bucket dry run: 2 tag records, 2 manifests, \d+ blobs; would free/);
+    expect(dry.stdout).toMatch(/bucket dry run: 2 tag records, 1 referrers lists, 2 manifests, 5 blobs; would free/);
     expect(await keysOf(bucket)).toEqual(before);
 
     const r = await cli(['gc'], config);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/bucket: deleted 2 tag records, 2 manifests, 5 blobs; freed/);
+    expect(r.stdout).toMatch(/bucket: deleted 2 tag records, 1 referrers lists, 2 manifests, 5 blobs; freed/);
     const kept = [
       ...[amd64, arm64, top, signature].flatMap(keysOfImage),
       tagKey('v1'),
+      referrersKey(top),
       ...keysOfImage(fresh),
       blobKey(freshOrphan),
       blobKey(queuedLayer),
     ];
     expect(await keysOf(bucket)).toEqual([...new Set(kept)].sort());
     // What went: the old image (but not its layer shared with arm64), its signature and tag, the orphan, the dangling tag.
-    for (const k of [manifestKey(old), blobKey(old.blobs[0]!), blobKey(old.blobs[2]!), manifestKey(oldSig), blobKey(orphan), tagKey('gone'), tagKey(cosignTag(old.digest, 'sig'))]) {
+    for (const k of [manifestKey(old), blobKey(old.blobs[0]!), blobKey(old.blobs[2]!), manifestKey(oldSig), blobKey(orphan), tagKey('gone'), tagKey(cosignTag(old.digest, 'sig')), referrersKey(old)]) {
       expect(before).toContain(k);
     }
   });
@@ -238,11 +247,12 @@ describe('verify reads the bucket', () => {
 
     // Wrong bytes under a blob's key and a manifest's key (as a broken writer would leave them), and a tag record that is none.
     const lie = blob(randomBytes(4096));
-    const put = (key: string, body: Buffer) => s3.send(new PutObjectCommand({ Bucket: bucketName, Key: `verify/${key}`, Body: body, ContentLength: body.length }));
+    const put = (key: string, body: Buffer) => putRaw(`verify/${key}`, body);
     await put(blobKey(lie), randomBytes(4096));
     const fakeManifest = image('linux/arm64');
     await put(manifestKey(fakeManifest), Buffer.from('{"schemaVersion": 2}'));
     await put(tagKey('broken'), Buffer.from('not json'));
+    await put(referrersKey(amd64), Buffer.from('{"descriptors": "none"}'));
     await put('blobs/sha256/not-a-digest', Buffer.from('x'));
 
     const bad = await cli(['verify'], config);
@@ -250,12 +260,13 @@ describe('verify reads the bucket', () => {
     expect(bad.stdout).toContain(`bucket corrupt      ${blobKey(lie)}  blob content hashes to sha256:`);
     expect(bad.stdout).toContain(`bucket corrupt      ${manifestKey(fakeManifest)}  manifest content hashes to`);
     expect(bad.stdout).toContain(`bucket bad-tag      ${tagKey('broken')}`);
+    expect(bad.stdout).toContain(`bucket bad-referrers ${referrersKey(amd64)}`);
     expect(bad.stdout).toContain('bucket bad-name     blobs/sha256/not-a-digest');
-    expect(bad.stdout).toMatch(/bucket: checked \d+ objects .*: 4 problem\(s\)/);
+    expect(bad.stdout).toMatch(/bucket: checked \d+ objects .*: 5 problem\(s\)/);
 
     const repaired = await cli(['verify', '--repair'], config);
     expect(repaired.code).toBe(1); // the stray key is only reported, never deleted
-    expect(repaired.stdout).toContain('3 damaged object(s) deleted');
+    expect(repaired.stdout).toContain('4 damaged object(s) deleted');
     expect(await keysOf(bucket)).toEqual([...keysOfImage(amd64), tagKey('v1'), 'blobs/sha256/not-a-digest'].sort());
     await bucket.delete(['blobs/sha256/not-a-digest']);
     const after = await cli(['verify'], config);
@@ -358,7 +369,10 @@ describe('eviction under storage.maxBytes', () => {
       upstreams: [{ url: 'http://127.0.0.1:9', aliases: ['registry.test'] }],
       platforms: PLATFORMS,
       offline: true,
-      storage: { maxBytes: 1, s3: { endpoint: rgw.endpoint, bucket: bucketName, prefix: 'evict/', forcePathStyle: true } },
+      storage: {
+        maxBytes: 1,
+        s3: { endpoint: rgw.endpoint, bucket: bucketName, prefix: 'evict/', forcePathStyle: true, accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+      },
     });
     const mirror = await Mirror.open(config, createLogger('silent'));
     try {
