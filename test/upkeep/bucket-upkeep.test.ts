@@ -289,17 +289,27 @@ describe('export, import and ls with a bucket', () => {
     await bucket.putTag(REPO, cosignTag(top.digest, 'sig'), { digest: sig.digest, checkedAt: Date.now() });
   });
 
-  it('ls lists what only the bucket holds, marked as such', async () => {
-    const dataDir = await tempDir('ls-data');
-    const r = await cli(['ls', '--json'], await configFor(dataDir, 'airgap/'));
+  it('ls lists what only the bucket holds, marked as such, and filters by repository', async () => {
+    const config = await configFor(await tempDir('ls-data'), 'airgap/');
+    const r = await cli(['ls', '--json'], config);
     expect(r.code, r.stderr).toBe(0);
     const entries = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
     expect(entries).toEqual([
       expect.objectContaining({ repository: REPO, tag: 'v1', digest: top.digest, kind: 'index', platforms: ['linux/amd64', 'linux/arm64', 'linux/s390x'], signatures: 1, tiers: ['bucket'] }),
     ]);
-    const table = await cli(['ls'], await configFor(dataDir, 'airgap/'));
+    const table = await cli(['ls'], config);
     expect(table.stdout.split('\n')[0]).toMatch(/SIZE\s+TIER$/);
     expect(table.stdout).toMatch(new RegExp(`${REPO}\\s+v1\\s+.*\\s+bucket\\n`));
+    const filtered = await Promise.all(['registry.test', 'registry.test/team/ap'].map((f) => cli(['ls', f, '--json'], config)));
+    expect(filtered.map((f) => (JSON.parse(f.stdout) as unknown[]).length)).toEqual([1, 0]);
+  });
+
+  it('a bucket that does not answer is a clear error (exit 1), not a stack', async () => {
+    const r = await cli(['ls'], await configFor(await tempDir('ls-down'), 'airgap/', { endpoint: 'http://127.0.0.1:1' }));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^sparse-mirror: the shared bucket failed/m);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(r.stderr).not.toContain(rgw.secretAccessKey);
   });
 
   it('export on a replica with an empty disk takes the image from the bucket (carried platforms only, with its signature)', async () => {
