@@ -16,11 +16,13 @@ storage.tagRetentionDays (when set). Content stored in the last N minutes (defau
 kept, so a pull in progress is never cut short. Safe while 'serve' runs. Blobs this replica
 has not uploaded to the shared bucket yet are kept.
 
-With storage.s3, also sweeps the shared bucket: tag records are its roots; a manifest no tag
-record reaches (through index entries, or as a signature, SBOM or attestation of one that is
-reached), a blob no reached manifest names, a tag record whose manifest is gone and a
-referrers list about a manifest that is not reached are deleted once older than storage.s3.gcGraceSeconds (default 3600), as is nothing a manifest written
-within that time names: replicas may be writing. Run it from one replica at a time.
+With storage.s3, also sweeps the shared bucket. Its roots are the tag records, and images no
+tag names written in the last storage.s3.untaggedRetentionDays (default 7; an image pulled by
+digest). A manifest no root reaches (through index entries, or as a signature, SBOM or
+attestation of one that is reached), a blob no reached manifest names, a tag record whose
+manifest is gone and a referrers list about a manifest not reached are deleted once older
+than storage.s3.gcGraceSeconds (default 3600), as is nothing a manifest written within that
+time names: replicas may be writing. Run it from one replica at a time.
 
   --dry-run          show what would be freed, delete nothing
   -c, --config FILE  config file (default mirror.config.ts)`;
@@ -65,6 +67,7 @@ export const gcCommand: Command = {
       if (ctx.bucket) {
         await gcBucket(ctx.bucket, ctx.mirror.catalogue, Boolean(values['dry-run']), {
           graceMs: (ctx.config.storage.s3?.gcGraceSeconds ?? 3600) * 1000,
+          untaggedMs: (ctx.config.storage.s3?.untaggedRetentionDays ?? 7) * 86_400_000,
           keepsImages: pushedRepositories(ctx.config.push.namespace),
         });
       }

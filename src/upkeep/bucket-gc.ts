@@ -3,12 +3,14 @@ import type { Bucket } from '../store/bucket.js';
 import type { BucketSnapshot } from '../store/bucket-snapshot.js';
 import type { Catalogue } from '../store/catalogue.js';
 import { UploadQueueTable } from '../store/upload-queue.js';
-import { attachments, reachFrom } from './gc.js';
+import { attachments, findRoots, reachFrom } from './gc.js';
 
 export interface BucketGcOptions {
   now?: number;
   /** Nothing written this recently is deleted, and what a manifest written this recently names is kept. */
   graceMs: number;
+  /** A top-level manifest no tag record names is kept until it was written this long ago (default: graceMs). */
+  untaggedMs?: number;
   /** Repositories whose images are never collected (the push namespace: no upstream to fetch them back from). */
   keepsImages?: (repo: string) => boolean;
   /**
@@ -30,14 +32,15 @@ export interface BucketGcPlan {
 
 /**
  * What gc would delete from the bucket. Its roots are the manifests tag records name (a tag of
- * a tag scheme, `sha256-<hex>.sig` and the like, goes with its subject instead), every manifest
- * of a repository that keeps its images, every manifest written within the grace period, and
- * what this replica is still uploading. Live is what they reach, as in the local gc: index
- * entries, attached signatures, SBOMs and attestations (by `subject` or by tag scheme), and the
- * config and layers of each. Everything else older than the grace period goes: untagged
- * manifests (a tag that moved leaves its old image behind), blobs no live manifest names, tag
- * records whose manifest is gone, and upstream's referrers lists about a subject that is not
- * live. A manifest that cannot be read is left for `verify`.
+ * a tag scheme, `sha256-<hex>.sig` and the like, goes with its subject instead), top-level
+ * manifests no tag names that are younger than `untaggedMs` (an image pulled by digest), every
+ * manifest of a repository that keeps its images, every manifest written within the grace
+ * period, and what this replica is still uploading. Live is what they reach, as in the local
+ * gc: index entries, attached signatures, SBOMs and attestations (by `subject` or by tag
+ * scheme), and the config and layers of each. Everything else older than the grace period
+ * goes: old untagged manifests (a tag that moved leaves its old image behind), blobs no live
+ * manifest names, tag records whose manifest is gone, and upstream's referrers lists about a
+ * subject that is not live. A manifest that cannot be read is left for `verify`.
  */
 export function planBucketGc(snap: BucketSnapshot, opts: BucketGcOptions): BucketGcPlan {
   const now = opts.now ?? Date.now();
@@ -55,6 +58,10 @@ export function planBucketGc(snap: BucketSnapshot, opts: BucketGcOptions): Bucke
   }
   for (const m of manifests) {
     if (opts.keepsImages?.(m.repo) || recent(snap.manifestKeys.get(`${m.repo}@${m.digest}`)!)) visit(m.repo, m.digest);
+  }
+  const untaggedMs = opts.untaggedMs ?? opts.graceMs;
+  for (const r of findRoots(catalogue)) {
+    if (now - (snap.modified(snap.manifestKeys.get(`${r.repo}@${r.digest}`)!) ?? 0) < untaggedMs) visit(r.repo, r.digest);
   }
   for (const id of opts.protect?.manifests ?? []) {
     const at = id.lastIndexOf('@');

@@ -75,7 +75,7 @@ async function configFor(dataDir: string, prefix: string, s3: Record<string, unk
     upstreams: [{ url: 'http://127.0.0.1:9', aliases: ['registry.test'] }],
     platforms: PLATFORMS,
     log: { level: 'warn' },
-    storage: { s3: { endpoint: rgw.endpoint, region: rgw.region, bucket: bucketName, prefix, forcePathStyle: true, gcGraceSeconds: GRACE_SECONDS, ...s3 } },
+    storage: { s3: { endpoint: rgw.endpoint, region: rgw.region, bucket: bucketName, prefix, forcePathStyle: true, gcGraceSeconds: GRACE_SECONDS, untaggedRetentionDays: GRACE_SECONDS / 86_400, ...s3 } },
   });
 }
 
@@ -189,15 +189,6 @@ describe('gc sweeps the bucket', () => {
     const reused = blob(randomBytes(1700));
     await putBlob(bucket, reused);
 
-    await pause((GRACE_SECONDS + 1.5) * 1000);
-    // Written within the grace period: a manifest no tag names (a replica between its manifest
-    // and its tag record) naming the old blob, and a fresh orphan blob.
-    const fresh = image('linux/arm64', { layers: [reused] });
-    await putManifest(bucket, fresh, { blobs: false });
-    await putBlob(bucket, fresh.blobs[0]!);
-    const freshOrphan = blob(randomBytes(800));
-    await putBlob(bucket, freshOrphan);
-
     const dataDir = await tempDir('gc-data');
     const catalogue = new Catalogue(join(dataDir, 'mirror.db'));
     const queued = image('linux/amd64', { layers: [queuedLayer] });
@@ -206,6 +197,22 @@ describe('gc sweeps the bucket', () => {
     catalogue.addManifest(manifestRecord({ repo: REPO, digest: queued.digest, mediaType: queued.mediaType, size: queued.bytes.length, manifest: parsed.manifest }));
     new UploadQueueTable(catalogue.db).add({ kind: 'manifest', repo: REPO, digest: queued.digest });
     catalogue.close();
+
+    await pause((GRACE_SECONDS + 1.5) * 1000);
+    // By default an image no tag names is kept for days (pulled by digest, it may be in use):
+    // only the orphan blobs and the dangling tag record would go.
+    const keepUntagged = await cli(['gc', '--dry-run'], await configFor(dataDir, 'gc/', { untaggedRetentionDays: undefined }));
+    expect(keepUntagged.code, keepUntagged.stderr).toBe(0);
+    expect(keepUntagged.stdout).toContain(`bucket: would delete blob ${orphan.digest}`);
+    expect(keepUntagged.stdout).toMatch(/bucket dry run: 1 tag records, 0 referrers lists, 0 manifests, 2 blobs; would free/);
+
+    // Written within the grace period: a manifest no tag names (a replica between its manifest
+    // and its tag record) naming the old blob, and a fresh orphan blob.
+    const fresh = image('linux/arm64', { layers: [reused] });
+    await putManifest(bucket, fresh, { blobs: false });
+    await putBlob(bucket, fresh.blobs[0]!);
+    const freshOrphan = blob(randomBytes(800));
+    await putBlob(bucket, freshOrphan);
 
     const before = await keysOf(bucket);
     const config = await configFor(dataDir, 'gc/');
