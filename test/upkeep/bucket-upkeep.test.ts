@@ -361,9 +361,10 @@ describe('export, import and ls with a bucket', () => {
     expect(again.stdout).toContain(`exported ${REF}  ${top.digest}  (linux/amd64, linux/arm64; not in the layout: linux/s390x`);
   });
 
-  it('import with the bucket down imports locally and leaves the uploads queued for serve', async () => {
+  it('with the bucket down, import imports locally and leaves the uploads queued for serve; export exports from the disk', async () => {
     const dataDir = await tempDir('import-down');
-    const r = await cli(['import', layout], await configFor(dataDir, 'down/', { endpoint: 'http://127.0.0.1:1' }));
+    const config = await configFor(dataDir, 'down/', { endpoint: 'http://127.0.0.1:1' });
+    const r = await cli(['import', layout], config);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/Wrote 0 objects to the shared bucket; \d+ queued/);
     expect(r.stderr).toContain("wait in the upload queue: 'serve' sends them when the bucket is back");
@@ -374,6 +375,11 @@ describe('export, import and ls with a bucket', () => {
     expect(kinds[0]).toBe('blob');
     expect(kinds.at(-1)).toBe('tag');
     expect(kinds.filter((k) => k === 'manifest')).toHaveLength(4);
+
+    const exported = await cli(['export', join(await tempDir('layout'), 'from-disk'), REF], config);
+    expect(exported.code, exported.stderr).toBe(0);
+    expect(exported.stderr).toMatch(/the shared bucket failed.*; exporting from this replica's disk only/);
+    expect(exported.stdout).toContain(`exported ${REF}  ${top.digest}  (linux/amd64, linux/arm64`);
   });
 });
 
