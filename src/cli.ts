@@ -9,6 +9,7 @@ import { prefetchCommand } from './commands/prefetch.js';
 import { serveCommand } from './commands/serve.js';
 import { verifyCommand } from './commands/verify.js';
 import { incrementalMarking } from './gc-tuning.js';
+import { BucketUnavailableError } from './store/bucket.js';
 
 const COMMANDS: Command[] = [serveCommand, prefetchCommand, lsCommand, gcCommand, verifyCommand, exportCommand, importCommand];
 
@@ -44,7 +45,7 @@ async function main(argv: string[]): Promise<number> {
       console.error(`sparse-mirror ${command.name}: ${(e as Error).message}\n\n${command.usage}`);
       return 2;
     }
-    if (e instanceof ConfigError || e instanceof StoreMissingError) {
+    if (e instanceof ConfigError || e instanceof StoreMissingError || e instanceof BucketUnavailableError) {
       console.error(`sparse-mirror: ${e.message}`);
       return 1;
     }

@@ -49,6 +49,9 @@ export interface ImportedImage {
   absent: string[];
   manifests: number;
   blobs: number;
+  /** The repository it went to, and what it consists of (manifests parents first), for the shared bucket. */
+  repo: string;
+  content: { manifests: string[]; blobs: Array<{ digest: string; size: number }> };
 }
 
 export interface ImportFailure {
@@ -280,6 +283,11 @@ class Importer {
         absent: plan.absent,
         manifests: plan.manifests.size,
         blobs: plan.blobs.size,
+        repo: key,
+        content: {
+          manifests: [...plan.manifests.keys()],
+          blobs: [...plan.blobs.values()].map((b) => ({ digest: b.digest.value, size: b.size })),
+        },
       },
       copied,
       present,

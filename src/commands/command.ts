@@ -4,6 +4,7 @@ import { loadConfig } from '../config/load.js';
 import type { MirrorConfig } from '../config/schema.js';
 import { createLogger, type Logger } from '../log.js';
 import { Mirror } from '../mirror/mirror.js';
+import { Bucket } from '../store/bucket.js';
 
 /** A CLI command. `run` returns the exit code: 0 ok, 1 failed, 2 bad usage (see UsageError). */
 export interface Command {
@@ -33,6 +34,8 @@ export interface CommandContext {
   config: MirrorConfig;
   mirror: Mirror;
   log: Logger;
+  /** The shared tier, when storage.s3 is set. */
+  bucket?: Bucket;
   close(): Promise<void>;
 }
 
@@ -43,14 +46,26 @@ export async function openStore(
 ): Promise<CommandContext> {
   const config = await loadConfig({ path: configPath });
   if (opts.offline) config.offline = true;
-  // A mistyped MIRROR_DATA must not look like an empty mirror.
-  if (opts.mustExist && !existsSync(join(resolve(config.dataDir), 'mirror.db'))) {
+  // A mistyped MIRROR_DATA must not look like an empty mirror. With a bucket, an empty disk is a
+  // replica that has not served anything yet: the bucket holds the content.
+  if (opts.mustExist && !config.storage.s3 && !existsSync(join(resolve(config.dataDir), 'mirror.db'))) {
     throw new StoreMissingError(`no store at ${resolve(config.dataDir)} (no mirror.db there); check dataDir / MIRROR_DATA`);
   }
   // Commands print their own output; the log (stderr) carries only warnings and errors.
   const log = createLogger(config.log.level === 'debug' ? 'debug' : 'warn', (line) => process.stderr.write(line));
   const mirror = await Mirror.open(config, log);
-  return { config, mirror, log, close: () => mirror.close() };
+  // Credentials not in the config come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the SDK's chain).
+  const bucket = config.storage.s3 ? new Bucket(config.storage.s3) : undefined;
+  return {
+    config,
+    mirror,
+    log,
+    bucket,
+    close: async () => {
+      bucket?.close();
+      await mirror.close();
+    },
+  };
 }
 
 export function formatBytes(n: number): string {

@@ -1,8 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { exportImages } from '../airgap/export.js';
+import { copyFromBucket } from '../airgap/from-bucket.js';
 import { isReportable } from '../airgap/oci-layout.js';
 import { parseImageReference } from '../oci/reference.js';
+import { BucketUnavailableError } from '../store/bucket.js';
 import { COMMON_OPTIONS, formatBytes, openStore, UsageError, type Command } from './command.js';
 
 const USAGE = `Usage: sparse-mirror export [--config FILE] [--from-file FILE] <dir|file.tar> <ref>...
@@ -25,6 +27,11 @@ types; for an image with Docker media types, export it alone and use oci:DIR wit
 Each image's signatures, SBOMs and attestations that the mirror holds go with it (its OCI
 referrers, one entry each, and cosign's sha256-<hex>.sig/.att/.sbom tags and the referrers
 fallback tag, as entries with that tag as ref.name), unless --no-referrers or referrers: false.
+
+With storage.s3, what the shared bucket holds counts as held: an image (or part of one, or a
+newer tag) this replica's disk lacks is copied from the bucket into the local tier, verified,
+and exported from there. Still nothing is fetched from upstream. If the bucket does not answer,
+what this replica's disk holds is exported.
 
 Options:
   -c, --config FILE      config file (default mirror.config.ts, or $MIRROR_CONFIG)
@@ -70,7 +77,20 @@ export const exportCommand: Command = {
 
     const ctx = await openStore(values.config, { offline: true, mustExist: true });
     try {
-      const result = await exportImages(ctx.mirror, refs, dest, values['no-referrers'] ? { referrers: false } : {});
+      const withReferrers = !values['no-referrers'] && ctx.config.referrers;
+      if (ctx.bucket) {
+        try {
+          const c = await copyFromBucket(ctx.mirror, ctx.bucket, refs, { referrers: withReferrers });
+          if (c.manifests + c.blobs > 0) {
+            console.log(`copied from the shared bucket: ${c.manifests} manifests, ${c.blobs} blobs, ${formatBytes(c.bytes)}`);
+          }
+        } catch (e) {
+          // What this replica's disk holds can still be exported; export says what it lacks.
+          if (!(e instanceof BucketUnavailableError)) throw e;
+          console.error(`sparse-mirror export: ${e.message}; exporting from this replica's disk only`);
+        }
+      }
+      const result = await exportImages(ctx.mirror, refs, dest, { referrers: withReferrers });
       for (const image of result.images) {
         const platforms = image.platforms.length ? image.platforms.join(', ') : 'no platform-specific manifests';
         const absent = image.absent.length ? `; not in the layout: ${image.absent.join(', ')}` : '';

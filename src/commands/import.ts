@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { importLayout, resolveRepo } from '../airgap/import.js';
 import { isReportable } from '../airgap/oci-layout.js';
+import { writeImportedToBucket } from '../airgap/to-bucket.js';
 import { COMMON_OPTIONS, formatBytes, openStore, UsageError, type Command } from './command.js';
 
 const USAGE = `Usage: sparse-mirror import [--config FILE] [--repo REGISTRY/REPOSITORY] <dir|file.tar>
@@ -18,6 +19,10 @@ Each index.json entry goes where its io.containerd.image.name annotation says (e
 docker.io/library/alpine:3.20; that registry must be one of this mirror's upstreams). Entries
 without it (skopeo, oras) need --repo: they go to that repository, tagged with their
 org.opencontainers.image.ref.name.
+
+With storage.s3, the imported images are written to the shared bucket too (blobs, manifests,
+tag records), so every replica serves them. If the bucket fails, what is left waits in the
+store's upload queue and 'serve' sends it when the bucket is back.
 
 Options:
   -c, --config FILE          config file (default mirror.config.ts, or $MIRROR_CONFIG)
@@ -73,6 +78,13 @@ export const importCommand: Command = {
         `Imported ${n} image${n === 1 ? '' : 's'}${failed} from ${src}: ${result.manifests} manifests, ${result.blobs} blobs, ` +
           `${formatBytes(result.bytesCopied)} copied, ${formatBytes(result.bytesPresent)} already present`,
       );
+      if (ctx.bucket && result.images.length > 0) {
+        const w = await writeImportedToBucket(ctx.mirror, ctx.bucket, result.images);
+        console.log(`Wrote ${w.written} objects to the shared bucket${w.queued ? `; ${w.queued} queued` : ''}`);
+        if (w.error) {
+          console.error(`sparse-mirror import: ${w.error}\n${w.queued} objects wait in the upload queue: 'serve' sends them when the bucket is back`);
+        }
+      }
       return result.failures.length ? 1 : 0;
     } catch (e) {
       if (!isReportable(e)) throw e;

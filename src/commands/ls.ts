@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { bucketInventory, mergeTiers, type TieredEntry } from '../upkeep/bucket-inventory.js';
 import { inventory } from '../upkeep/inventory.js';
 import { COMMON_OPTIONS, formatBytes, openStore, type Command } from './command.js';
 
@@ -8,6 +9,9 @@ Lists what the mirror holds: repository, tag, index digest, platforms present, p
 index lists that are not mirrored, how many signatures, SBOMs and attestations of the image it
 holds (referrers and cosign's tags; those tags are not listed as images), size on disk. [repo]
 filters by repository or prefix (docker.io/library/alpine, docker.io).
+
+With storage.s3, the shared bucket's images (its tag records and manifests) are listed too, and
+a TIER column says which tiers hold each: local (this replica's disk), bucket, or local+bucket.
 
   --json             one JSON array, for scripts
   -c, --config FILE  config file (default mirror.config.ts)`;
@@ -24,7 +28,10 @@ export const lsCommand: Command = {
     }
     const ctx = await openStore(values.config, { offline: true, mustExist: true });
     try {
-      const entries = inventory(ctx.mirror.catalogue, positionals[0]);
+      const local = inventory(ctx.mirror.catalogue, positionals[0]);
+      const entries: Array<TieredEntry | (typeof local)[number]> = ctx.bucket
+        ? mergeTiers(local, await bucketInventory(ctx.bucket, positionals[0]))
+        : local;
       if (values.json) {
         console.log(JSON.stringify(entries, null, 2));
         return 0;
@@ -39,8 +46,10 @@ export const lsCommand: Command = {
         count(e.sboms),
         count(e.attestations),
         formatBytes(e.bytes),
+        ...('tiers' in e ? [e.tiers.join('+')] : []),
       ]);
-      printTable(['REPOSITORY', 'TAG', 'DIGEST', 'PLATFORMS', 'NOT MIRRORED', 'SIGNATURES', 'SBOMS', 'ATTESTATIONS', 'SIZE'], rows);
+      const header = ['REPOSITORY', 'TAG', 'DIGEST', 'PLATFORMS', 'NOT MIRRORED', 'SIGNATURES', 'SBOMS', 'ATTESTATIONS', 'SIZE'];
+      printTable(ctx.bucket ? [...header, 'TIER'] : header, rows);
       return 0;
     } finally {
       await ctx.close();

@@ -79,6 +79,17 @@ const s3Schema = z
     forcePathStyle: z.boolean().default(false),
     accessKeyId: z.string().min(1).optional(),
     secretAccessKey: z.string().min(1).optional(),
+    /**
+     * `gc` deletes nothing from the bucket written this recently (replicas may be between a blob
+     * and the manifest that names it) nor anything a manifest written this recently names.
+     */
+    gcGraceSeconds: z.number().nonnegative().default(3600),
+    /**
+     * `gc` keeps a manifest no tag record names (an image pulled by digest, or a moved tag's
+     * old image) until it was written this long ago; then it goes, and the next replica that
+     * needs it fetches it again.
+     */
+    untaggedRetentionDays: z.number().nonnegative().default(7),
   })
   .strict();
 

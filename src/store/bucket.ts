@@ -208,6 +208,14 @@ export class Bucket {
     }
   }
 
+  /** The bytes of any object by key (relative to the prefix), or undefined when it is not there. */
+  async read(key: string): Promise<Buffer | undefined> {
+    return this.call(async () => {
+      const res = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: `${this.config.prefix}${key}` }));
+      return Buffer.from(await res.Body!.transformToByteArray());
+    });
+  }
+
   close(): void {
     this.client.destroy();
   }

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS bucket_uploads (
 export class UploadQueueTable {
   private readonly stmts;
 
-  constructor(db: Database.Database) {
+  constructor(private readonly db: Database.Database) {
     db.exec(UPLOADS_SCHEMA);
     this.stmts = {
       add: db.prepare('INSERT INTO bucket_uploads (key, item, added_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING'),
@@ -78,6 +78,12 @@ export class UploadQueueTable {
 
   count(): number {
     return this.stmts.count.get()!.n;
+  }
+
+  /** Every blob still waiting to reach the bucket: local gc and eviction keep them. */
+  pendingBlobs(): Set<string> {
+    const rows = this.db.prepare<[], { key: string }>("SELECT key FROM bucket_uploads WHERE key LIKE 'blob %'").all();
+    return new Set(rows.map((r) => r.key.slice('blob '.length)));
   }
 
   /** A blob still waiting to reach the bucket: local eviction must keep it. */

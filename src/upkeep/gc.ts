@@ -113,7 +113,7 @@ function rootsOf(catalogue: Catalogue, attached: Map<string, Set<string>>): Root
  * A walk that adds to `into` every stored manifest a start reaches through index entries and
  * attachments (signatures, SBOMs, attestations, and what is attached to those).
  */
-function reachFrom(catalogue: Catalogue, attached: Map<string, Set<string>>, present: Set<string>, into: Set<string>) {
+export function reachFrom(catalogue: Catalogue, attached: Map<string, Set<string>>, present: Set<string>, into: Set<string>) {
   const walk = (repo: string, digest: string): void => {
     const key = `${repo}@${digest}`;
     if (into.has(key) || !present.has(key)) return;

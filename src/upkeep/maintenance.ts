@@ -2,6 +2,7 @@ import type { MirrorConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { applyGc, findRoots, planGc, pushedRepositories } from './gc.js';
 import type { Mirror } from '../mirror/mirror.js';
+import { UploadQueueTable } from '../store/upload-queue.js';
 import { prefetchImage, routeForReference } from './prefetch.js';
 
 const EVICTION_CHECK_MS = 60_000;
@@ -50,7 +51,8 @@ export class Maintenance {
   /**
    * Evicts whole images, least recently pulled first, until the store is under its limit. An
    * index goes together with its children; a blob stays while any remaining image uses it;
-   * content being downloaded, or stored in the last minutes, is never touched.
+   * content being downloaded, stored in the last minutes, or not yet uploaded to the shared
+   * bucket is never touched. Only the local tier: the bucket keeps everything evicted here.
    */
   async evictIfNeeded(): Promise<number> {
     const limit = this.config.storage.maxBytes;
@@ -66,7 +68,9 @@ export class Maintenance {
       .sort((a, b) => a.lastAccess - b.lastAccess);
     for (const root of roots) {
       if (this.stopped || catalogue.storeBytes() <= target) break;
-      const inFlight = new Set(this.mirror.blobs.inFlight().map((d) => d.digest.value));
+      // Blobs the bucket does not have yet stay until uploaded: this disk holds the only copy.
+      const inFlight = new UploadQueueTable(catalogue.db).pendingBlobs();
+      for (const d of this.mirror.blobs.inFlight()) inFlight.add(d.digest.value);
       const plan = await planGc(catalogue, store, { evict: new Set([`${root.repo}@${root.digest}`]), inFlight, graceMs: 60_000, keepsImages });
       if (plan.manifests.length === 0) continue;
       freed += await applyGc(plan, catalogue, store);
