@@ -87,9 +87,8 @@ class Copier {
     const local = catalogue.getTag(this.repo, tag);
     const shared = this.snap.tags.get(`${this.repo}:${tag}`);
     if (!shared || (local && shared.checkedAt <= local.checked_at) || !catalogue.getManifest(this.repo, shared.digest)) return;
-    catalogue.setTag(this.repo, tag, shared.digest);
     // As fresh as upstream last confirmed it, not as this copy.
-    catalogue.db.prepare('UPDATE tags SET checked_at = ? WHERE repo = ? AND tag = ?').run(shared.checkedAt, this.repo, tag);
+    catalogue.setTag(this.repo, tag, shared.digest, shared.checkedAt);
   }
 
   async manifest(digest: string, depth: number, attachDepth: number): Promise<void> {

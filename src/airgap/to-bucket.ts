@@ -3,6 +3,7 @@
 import { parseDigest } from '../oci/digest.js';
 import { BucketUnavailableError, type Bucket } from '../store/bucket.js';
 import { UploadQueueTable, type PendingUpload } from '../store/upload-queue.js';
+import type { BucketUploads } from '../mirror/bucket-uploads.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { ImportedImage } from './import.js';
 
@@ -22,7 +23,8 @@ export interface BucketWrite {
  * upload queue, which `serve` works off with retries: nothing imported is lost to the other
  * replicas.
  */
-export async function writeImportedToBucket(mirror: Mirror, bucket: Bucket, images: ImportedImage[]): Promise<BucketWrite> {
+export async function writeImportedToBucket(mirror: Mirror, images: ImportedImage[]): Promise<BucketWrite> {
+  const { bucket, uploads } = mirror.shared!;
   const items: PendingUpload[] = [];
   const sizes = new Map<string, number>();
   for (const image of images) {
@@ -43,36 +45,24 @@ export async function writeImportedToBucket(mirror: Mirror, bucket: Bucket, imag
     if (done.has(key)) continue;
     done.add(key);
     try {
-      await write(mirror, bucket, item, sizes);
+      await write(uploads, bucket, item, sizes);
       written++;
     } catch (e) {
       if (!(e instanceof BucketUnavailableError)) throw e;
-      const queue = new UploadQueueTable(mirror.catalogue.db);
       const rest = items.slice(i);
       const now = Date.now();
-      for (const item of rest) queue.add(item, now); // in this order: the queue sends oldest first
+      for (const item of rest) uploads.table.add(item, now); // in this order: the queue sends oldest first
       return { written, queued: new Set(rest.map((r) => UploadQueueTable.keyOf(r))).size, error: e.message };
     }
   }
   return { written, queued: 0 };
 }
 
-async function write(mirror: Mirror, bucket: Bucket, item: PendingUpload, sizes: Map<string, number>): Promise<void> {
-  const { catalogue, store } = mirror;
-  if (item.kind === 'tag') {
-    const tag = catalogue.getTag(item.repo, item.tag);
-    if (tag) await bucket.putTag(item.repo, item.tag, { digest: tag.digest, checkedAt: tag.checked_at });
-    return;
-  }
-  if (item.kind !== 'blob' && item.kind !== 'manifest') return;
-  const d = parseDigest(item.digest);
-  if (!d.ok) return;
+/** A blob the bucket holds already is not sent again; everything else goes as the upload queue sends it. */
+async function write(uploads: BucketUploads, bucket: Bucket, item: PendingUpload, sizes: Map<string, number>): Promise<void> {
   if (item.kind === 'blob') {
-    const size = sizes.get(item.digest)!;
-    if ((await bucket.blobSize(d.digest)) !== size) await bucket.putBlobFile(d.digest, store.pathOf(d.digest), size);
-    return;
+    const d = parseDigest(item.digest);
+    if (d.ok && (await bucket.blobSize(d.digest)) === sizes.get(item.digest)) return bucket.touch(bucket.blobKey(d.digest));
   }
-  const row = catalogue.getManifest(item.repo, item.digest);
-  const bytes = row && (await store.read(d.digest));
-  if (row && bytes) await bucket.putManifest(item.repo, d.digest, { bytes, mediaType: row.media_type, platform: row.platform ?? undefined });
+  await uploads.send(item);
 }

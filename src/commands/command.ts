@@ -4,7 +4,7 @@ import { loadConfig } from '../config/load.js';
 import type { MirrorConfig } from '../config/schema.js';
 import { createLogger, type Logger } from '../log.js';
 import { Mirror } from '../mirror/mirror.js';
-import { Bucket } from '../store/bucket.js';
+import type { Bucket } from '../store/bucket.js';
 
 /** A CLI command. `run` returns the exit code: 0 ok, 1 failed, 2 bad usage (see UsageError). */
 export interface Command {
@@ -54,18 +54,7 @@ export async function openStore(
   // Commands print their own output; the log (stderr) carries only warnings and errors.
   const log = createLogger(config.log.level === 'debug' ? 'debug' : 'warn', (line) => process.stderr.write(line));
   const mirror = await Mirror.open(config, log);
-  // Credentials not in the config come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the SDK's chain).
-  const bucket = config.storage.s3 ? new Bucket(config.storage.s3) : undefined;
-  return {
-    config,
-    mirror,
-    log,
-    bucket,
-    close: async () => {
-      bucket?.close();
-      await mirror.close();
-    },
-  };
+  return { config, mirror, log, bucket: mirror.shared?.bucket, close: () => mirror.close() };
 }
 
 export function formatBytes(n: number): string {

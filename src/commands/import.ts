@@ -78,8 +78,8 @@ export const importCommand: Command = {
         `Imported ${n} image${n === 1 ? '' : 's'}${failed} from ${src}: ${result.manifests} manifests, ${result.blobs} blobs, ` +
           `${formatBytes(result.bytesCopied)} copied, ${formatBytes(result.bytesPresent)} already present`,
       );
-      if (ctx.bucket && result.images.length > 0) {
-        const w = await writeImportedToBucket(ctx.mirror, ctx.bucket, result.images);
+      if (ctx.mirror.shared && result.images.length > 0) {
+        const w = await writeImportedToBucket(ctx.mirror, result.images);
         console.log(`Wrote ${w.written} objects to the shared bucket${w.queued ? `; ${w.queued} queued` : ''}`);
         if (w.error) {
           console.error(`sparse-mirror import: ${w.error}\n${w.queued} objects wait in the upload queue: 'serve' sends them when the bucket is back`);

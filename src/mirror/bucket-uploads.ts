@@ -105,8 +105,11 @@ export class BucketUploads {
     }
   }
 
-  /** False when the local tier no longer holds the item (evicted, gc'd): nothing to send. */
-  private async send(item: PendingUpload): Promise<boolean> {
+  /**
+   * Sends one item now, outside the queue (import writes in its own order). False when the local
+   * tier no longer holds it (evicted, gc'd): nothing to send. Throws BucketUnavailableError.
+   */
+  async send(item: PendingUpload): Promise<boolean> {
     if (item.kind === 'tag') {
       const tag = this.catalogue.getTag(item.repo, item.tag);
       if (!tag) return false;

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { createReadStream } from 'node:fs';
 import {
+  CopyObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -220,6 +221,28 @@ export class Bucket {
     this.client.destroy();
   }
 
+  /**
+   * Renews an object's last-modified time (a copy onto itself, type and metadata kept): a replica
+   * that finds the content it would write already there says "in use again" this way, so that a
+   * `gc` running meanwhile sees it as fresh and keeps it through its grace period.
+   */
+  async touch(key: string): Promise<void> {
+    const Key = key.startsWith(this.config.prefix) ? key : `${this.config.prefix}${key}`;
+    await this.call(async () => {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key }));
+      await this.client.send(
+        new CopyObjectCommand({
+          Bucket: this.config.bucket,
+          Key,
+          CopySource: `${this.config.bucket}/${Key.split('/').map(encodeURIComponent).join('/')}`,
+          MetadataDirective: 'REPLACE',
+          ContentType: head.ContentType,
+          Metadata: head.Metadata,
+        }),
+      );
+    });
+  }
+
   /** One PUT that never replaces an object already there (content-addressed: it is the same bytes). */
   private async putOnce(
     key: string,
@@ -235,7 +258,7 @@ export class Bucket {
       );
       this.downUntil = 0;
     } catch (e) {
-      if (statusOf(e) === 412) return; // written already
+      if (statusOf(e) === 412) return this.touch(key); // written already: renew it against a gc under way
       throw this.noteDown(e, asUnavailable(e, key));
     }
   }

@@ -50,7 +50,14 @@ describe('Bucket on Ceph RGW', () => {
     expect(await bucket.blobSize(d)).toBeUndefined();
     expect(await bucket.blob(d)).toBeUndefined();
     await bucket.putBlobFile(d, store.pathOf(d), bytes.length);
-    await bucket.putBlobFile(d, store.pathOf(d), bytes.length); // already there: a no-op, not an error
+    const modified = async () => {
+      for await (const o of bucket.list(`blobs/sha256/${d.hex}`)) return o.modified.getTime();
+      throw new Error('not listed');
+    };
+    const first = await modified();
+    await new Promise((r) => setTimeout(r, 1100)); // S3 keeps whole seconds
+    await bucket.putBlobFile(d, store.pathOf(d), bytes.length); // already there: not rewritten, only renewed for gc
+    expect(await modified()).toBeGreaterThan(first);
     expect(await bucket.blobSize(d)).toBe(bytes.length);
     const whole = await bucket.blob(d);
     expect(whole!.size).toBe(bytes.length);
@@ -68,6 +75,9 @@ describe('Bucket on Ceph RGW', () => {
     const bucket = bucketAt(rgw.endpoint);
     const bytes = Buffer.from('{"schemaVersion":2,  "mediaType":"application/vnd.oci.image.manifest.v1+json"}\n');
     const d = digest(bytes);
+    await bucket.putManifest('docker.io/library/alpine', d, { bytes, mediaType: 'application/vnd.oci.image.manifest.v1+json', platform: 'linux/arm/v7' });
+    expect(await bucket.manifest('docker.io/library/alpine', d)).toEqual({ bytes, mediaType: 'application/vnd.oci.image.manifest.v1+json', platform: 'linux/arm/v7' });
+    // Written again by another replica: renewed, with its media type and platform kept.
     await bucket.putManifest('docker.io/library/alpine', d, { bytes, mediaType: 'application/vnd.oci.image.manifest.v1+json', platform: 'linux/arm/v7' });
     expect(await bucket.manifest('docker.io/library/alpine', d)).toEqual({ bytes, mediaType: 'application/vnd.oci.image.manifest.v1+json', platform: 'linux/arm/v7' });
     expect(await bucket.manifest('docker.io/library/other', d)).toBeUndefined();
