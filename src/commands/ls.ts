@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { inventory } from '../upkeep/inventory.js';
+import { inventory } from '../store/inventory.js';
 import { COMMON_OPTIONS, formatBytes, openStore, type Command } from './command.js';
 
 const USAGE = `Usage: sparse-mirror ls [repo] [--json]
