@@ -60,7 +60,7 @@ export class Coverage {
       page: db.prepare<[{ filter: string; limit: number; offset: number }], TagRow>(
         `SELECT t.* FROM tags t WHERE ${IMAGE_TAG} AND ${MATCHES} ORDER BY t.repo, t.tag LIMIT @limit OFFSET @offset`,
       ),
-      repositories: db.prepare<[], { n: number }>(`SELECT COUNT(DISTINCT t.repo) AS n FROM tags t WHERE ${IMAGE_TAG}`),
+      repositories: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM (SELECT repo FROM tags GROUP BY repo)'),
       manifests: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM manifests'),
       blobs: db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM blobs'),
       lastPulled: db.prepare<[string, string, string, string], { at: number | null }>(
@@ -70,6 +70,7 @@ export class Coverage {
     };
   }
 
+  /** Repositories with a tag, images (as listed), manifests and blobs stored. */
   counts(): { repositories: number; images: number; manifests: number; blobs: number } {
     return {
       repositories: this.stmts.repositories.get()!.n,

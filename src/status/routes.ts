@@ -8,7 +8,7 @@ import { ImagesPage, RepositoryPage } from './views/images.js';
 import { OverviewPage } from './views/overview.js';
 
 const PAGE_SIZE = 50;
-const MAX_PAGE_SIZE = 500;
+const MAX_PAGE_SIZE = 200;
 const MAX_FILTER = 200;
 
 /** The page's own resources only: no script at all, no CDN, inline styles; never framed. */
