@@ -38,6 +38,8 @@ export interface Overview {
   startedAt: number;
   store: { bytes: number; maxBytes?: number };
   counts: { repositories: number; images: number; manifests: number; blobs: number };
+  /** When store bytes and counts were summed (they are kept for TOTALS_TTL_MS). */
+  countedAt: number;
   cache: Window<{ manifest: HitRatio; blob: HitRatio }>;
   /** Bytes sent to clients against bytes fetched upstream: what the mirror saved. */
   transfer: Window<{ served: number; fetched: number }>;
@@ -59,6 +61,17 @@ export interface Demand {
 }
 
 const DAY_MS = 24 * HOUR_MS;
+/**
+ * Store bytes and counts sum every row of the catalogue (100,000 blobs: tens of ms): done at most
+ * this often, so that a page refreshed or several admins looking do not repeat it.
+ */
+const TOTALS_TTL_MS = 10_000;
+
+interface Totals {
+  at: number;
+  bytes: number;
+  counts: Overview['counts'];
+}
 
 /**
  * What the status page shows: the store (through the catalogue), and what the mirror saw since it
@@ -71,6 +84,7 @@ export class StatusService {
   private readonly pulls = new RecentPulls();
   private readonly health: UpstreamHealth;
   private readonly startedAt = Date.now();
+  private totals: Totals | undefined;
 
   constructor(private readonly mirror: Mirror, log: Logger) {
     this.coverage = new Coverage(mirror.catalogue, mirror.allowList);
@@ -99,11 +113,15 @@ export class StatusService {
 
   overview(now = Date.now()): Overview {
     const day = this.history.trafficSince(now - DAY_MS + HOUR_MS);
+    if (!this.totals || now - this.totals.at >= TOTALS_TTL_MS) {
+      this.totals = { at: now, bytes: this.mirror.catalogue.storeBytes(), counts: this.coverage.counts() };
+    }
     return {
       generatedAt: now,
       startedAt: this.startedAt,
-      store: { bytes: this.mirror.catalogue.storeBytes(), maxBytes: this.mirror.config.storage.maxBytes },
-      counts: this.coverage.counts(),
+      store: { bytes: this.totals.bytes, maxBytes: this.mirror.config.storage.maxBytes },
+      counts: this.totals.counts,
+      countedAt: this.totals.at,
       cache: {
         sinceStart: { manifest: hitRatio(this.history.sinceStart, 'manifest'), blob: hitRatio(this.history.sinceStart, 'blob') },
         last24h: { manifest: hitRatio(day, 'manifest'), blob: hitRatio(day, 'blob') },

@@ -26,7 +26,7 @@ export function OverviewPage({ o, demand }: { o: Overview; demand: Demand }) {
   return (
     <Layout title="Overview" section="overview">
       <h1>Overview</h1>
-      <div class="cards">
+      <div class="cards" title={`store counted at ${formatTime(o.countedAt)}`}>
         <div class="card" id="store">
           <div class="label">Store</div>
           <div class="value">{formatBytes(o.store.bytes)}</div>
