@@ -25,7 +25,13 @@ const HTML_HEADERS = {
  */
 export function createStatusPage(status: StatusService): StatusHandler {
   return {
-    served: (r) => status.served(r),
+    served: (r) => {
+      if ((r.kind === 'manifest' || r.kind === 'blob') && r.cache && r.status < 400) status.lookup(r.kind, r.cache, r.bytes, r.at);
+      // A pull is its manifest GET (HEADs only check; blobs follow the manifest).
+      if (r.kind === 'manifest' && r.method === 'GET' && r.repository && r.reference && r.status < 500) {
+        status.pulled({ at: r.at, repository: r.repository, reference: r.reference, result: r.cache ?? `HTTP ${r.status}`, user: r.user });
+      }
+    },
     handle: async (c) => {
       if (c.req.method !== 'GET' && c.req.method !== 'HEAD') {
         throw new OciError(405, 'UNSUPPORTED', `${c.req.method} is not supported on the status page (allowed: GET, HEAD)`, undefined, { Allow: 'GET, HEAD' });

@@ -7,19 +7,6 @@ import { Coverage } from './coverage.js';
 import { History, HOUR_MS, hourOf, type Counted, type DemandRow } from './history.js';
 import { UpstreamHealth, type UpstreamState } from './upstreams.js';
 
-/** One registry request as the HTTP layer tells it (the shape of http/'s ServedRequest). */
-export interface Served {
-  at: number;
-  kind: string;
-  method: string;
-  status: number;
-  bytes: number;
-  cache?: string;
-  repository?: string;
-  reference?: string;
-  user?: string;
-}
-
 export interface HitRatio {
   /** Served from the store (stale answers included: upstream was not needed). */
   hits: number;
@@ -102,13 +89,13 @@ export class StatusService {
     };
   }
 
-  served(r: Served): void {
-    if ((r.kind === 'manifest' || r.kind === 'blob') && r.cache && r.status < 400) {
-      this.history.traffic(r.kind, r.cache, r.bytes, r.at);
-    }
-    if (r.kind === 'manifest' && r.method === 'GET' && r.repository && r.reference && r.status < 500) {
-      this.pulls.add({ at: r.at, repository: r.repository, reference: r.reference, result: r.cache ?? `HTTP ${r.status}`, user: r.user });
-    }
+  /** A manifest or blob lookup answered (hit, miss or stale), with the bytes sent. */
+  lookup(kind: 'manifest' | 'blob', result: string, bytes: number, at: number): void {
+    this.history.traffic(kind, result, bytes, at);
+  }
+
+  pulled(pull: Pull): void {
+    this.pulls.add(pull);
   }
 
   overview(now = Date.now()): Overview {
