@@ -8,7 +8,7 @@ import { History, HOUR_MS, hourOf, type Counted, type DemandRow } from './histor
 import { UpstreamHealth, type UpstreamState } from './upstreams.js';
 
 export interface HitRatio {
-  /** Served from the store (stale answers included: upstream was not needed). */
+  /** Answered without upstream: from the store (stale answers included), or another replica's tier. */
   hits: number;
   misses: number;
   /** hits / (hits + misses); null before any request. */
@@ -155,17 +155,24 @@ export class StatusService {
   }
 }
 
+/**
+ * A miss went upstream; every other answer (hit, stale, and with replicas bucket or peer) did not.
+ */
 function hitRatio(counts: Map<string, Counted>, kind: string): HitRatio {
-  const n = (result: string) => counts.get(`${kind}/${result}`)?.requests ?? 0;
-  const hits = n('hit') + n('stale');
-  const misses = n('miss');
+  let hits = 0;
+  let misses = 0;
+  for (const [key, c] of counts) {
+    if (!key.startsWith(`${kind}/`)) continue;
+    if (key === `${kind}/miss`) misses += c.requests;
+    else hits += c.requests;
+  }
   return { hits, misses, ratio: hits + misses === 0 ? null : hits / (hits + misses) };
 }
 
 function transfer(counts: Map<string, Counted>): { served: number; fetched: number } {
-  const b = (key: string) => counts.get(key)?.bytes ?? 0;
-  const served = ['manifest', 'blob'].flatMap((k) => ['hit', 'miss', 'stale'].map((r) => b(`${k}/${r}`))).reduce((a, x) => a + x, 0);
-  return { served, fetched: b('upstream/fetched') };
+  let served = 0;
+  for (const [key, c] of counts) if (key.startsWith('manifest/') || key.startsWith('blob/')) served += c.bytes;
+  return { served, fetched: counts.get('upstream/fetched')?.bytes ?? 0 };
 }
 
 function demandWindow(rows: DemandRow[]): DemandWindow {
