@@ -30,6 +30,7 @@ const PULLER = { user: 'ci', password: 'pull-password-1' };
 
 const fx = useFixture({
   registry: true,
+  fake: true,
   images: async ({ registry }) => ({
     app: await pushMultiPlatformImage(registry.url, 'library/app', '1.0', { platforms: ['linux/amd64', 'linux/arm64', 'linux/s390x'] }),
     tool: await pushMultiPlatformImage(registry.url, 'team/tool', '2.1', { platforms: ['linux/amd64'] }),
@@ -195,6 +196,19 @@ describe('status page', () => {
     expect(await page.locator('h1').textContent()).toBe(repo);
     expect(await page.locator('#injected, #bold, #italic').count()).toBe(0);
     expect(await page.locator('table.children tbody td').nth(1).textContent()).toBe('linux/<i id=italic>x</i>');
+    expect(browserErrors).toEqual([]);
+  });
+
+  it("shows an upstream's last failure with its reason, and Docker Hub's ratelimit-remaining (fault injected: a 429)", async () => {
+    const m = await fx.startMirror({ upstreams: [{ url: fx.fake.url }] });
+    fx.fake.failWith('/v2/library/limited/manifests/', 429, { headers: { 'ratelimit-remaining': '0;w=21600' } });
+    const refused = await fetch(`${m.url}/v2/library/limited/manifests/1.0`);
+    expect(refused.status).toBe(429);
+    await page.goto(`${m.url}/`);
+    const cells = await page.locator('#upstreams tbody tr td').allTextContents();
+    expect(cells[0]).toBe(fx.fake.host);
+    expect(cells[2]).toMatch(/s ago: rate_limited, manifest library\/limited:1\.0 at http:\/\/127\.0\.0\.1:\d+: upstream rate limit reached$/);
+    expect(cells[3]).toBe('0 per 6 h');
     expect(browserErrors).toEqual([]);
   });
 
