@@ -11,6 +11,8 @@ import type { Server as HttpsServer } from 'node:https';
 import { createLogger, type Logger } from './log.js';
 import { Maintenance } from './upkeep/maintenance.js';
 import { Mirror } from './mirror/mirror.js';
+import { createStatusPage } from './status/routes.js';
+import { StatusService } from './status/status.js';
 
 export interface RunningMirror {
   mirror: Mirror;
@@ -27,20 +29,32 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
   const tls = config.tls ? await loadTls(config.tls) : undefined;
   const metrics = new Metrics();
   const auth = config.auth.enabled ? await Authenticator.create(config.auth) : undefined;
+  // The status page listens to the mirror's events; it needs the open mirror itself, hence the late binding.
+  let status: StatusService | undefined;
+  const statusEvents = StatusService.events(() => status);
   const mirror = await Mirror.open(config, log, {
-    fetched: (_route, bytes) => metrics.upstreamBytes.inc({}, bytes),
-    upstreamFailure: (upstream, failure) => metrics.upstreamErrors.inc({ upstream, failure }),
+    ...statusEvents,
+    fetched: (route, bytes) => {
+      metrics.upstreamBytes.inc({}, bytes);
+      statusEvents.fetched?.(route, bytes);
+    },
+    upstreamFailure: (upstream, failure, reason) => {
+      metrics.upstreamErrors.inc({ upstream, failure });
+      statusEvents.upstreamFailure?.(upstream, failure, reason);
+    },
     downloadStarted: () => incrementalMarking.streamStarted(),
     downloadEnded: () => incrementalMarking.streamEnded(),
   });
+  status = new StatusService(mirror, log);
   incrementalMarking.streamsOnly(); // a server: marking back on whenever no blob streams through
   const pushApi = config.push.enabled ? createPushApi(mirror, config, log) : undefined;
-  const app = createApp({ mirror, log, metrics, auth, push: pushApi?.handler });
+  const app = createApp({ mirror, log, metrics, auth, push: pushApi?.handler, status: createStatusPage(status) });
   let server: RunningServer;
   try {
     server = await listen(app, config.host, config.port, tls);
   } catch (e) {
     await pushApi?.close();
+    status.close();
     await mirror.close();
     throw e;
   }
@@ -80,6 +94,8 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
         const closed = server.close();
         await maintenance.stop();
         await pushApi?.close();
+        // Its history is written before SQLite closes (bytes of downloads still finishing are not counted).
+        status?.close();
         await mirror.close();
         server.server.closeAllConnections();
         await closed;

@@ -2,13 +2,14 @@
 // 100,000 blobs and 10,000 tags (10,000 7-platform indexes with two platforms present each),
 // written through the mirror's own Catalogue class from the build under test. Alternating between
 // the two: `serve` start-up (spawn to first 200 on /v2/), `ls` wall time, and warm manifest
-// latency (wrk, one connection) and throughput (64 connections) by tag and by digest.
+// latency (wrk, one connection) and throughput (64 connections) by tag and by digest, and the
+// status page's render time (the overview and the first coverage page, warm).
 import { createHash } from 'node:crypto';
 import { cp, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { getManifest, MANIFEST_ACCEPT, wrk, type WrkResult } from '../lib/clients.js';
-import type { Ctx, ScenarioResult } from '../lib/context.js';
+import type { Ctx, Row, ScenarioResult } from '../lib/context.js';
 import { pushSevenPlatformIndex, SEVEN_PLATFORMS, type Index } from '../lib/images.js';
 import { MIRROR_CLI, mirrorCli, startSparseMirror, writeMirrorConfig } from '../lib/mirror.js';
 import { run, tempDir } from '../lib/procs.js';
@@ -16,6 +17,11 @@ import { median, ms, num, ratio } from '../lib/stats.js';
 
 /** wrk at 64 connections on each URL before it is measured, per start. */
 const WARM_UP_SECONDS = 2;
+/** The status pages timed per start: the overview, the first and a far page of the coverage. */
+const STATUS_PAGES = ['/', '/ui/images', '/ui/images?page=150'] as const;
+type StatusPage = (typeof STATUS_PAGES)[number];
+/** Loads of each status page per start; the first warms it, the median of the rest is kept. */
+const STATUS_LOADS = 6;
 
 interface CatalogueLike {
   db: { transaction<F extends () => void>(fn: F): F };
@@ -76,12 +82,29 @@ async function fill(dataDir: string, repoPrefix: string, tags: number, blobs: nu
   return { ms: performance.now() - started, blobs: blobCount, tags, manifests };
 }
 
+/** Milliseconds to fetch a page whole, body included. */
+async function loadMs(url: string): Promise<number> {
+  const started = performance.now();
+  const res = await fetch(url);
+  await res.arrayBuffer();
+  if (res.status !== 200) throw new Error(`${url}: HTTP ${res.status}`);
+  return performance.now() - started;
+}
+
 interface Phase {
   startups: number[];
   ls: number[];
   lsLines: number;
+  /** Per status page, the median warm load of each start. */
+  status: Record<StatusPage, number[]>;
+  /** Per status page, the first load of each start (cold statements and JIT; `/` sums the store). */
+  statusFirst: Record<StatusPage, number[]>;
   c1: Record<'tag' | 'digest', WrkResult[]>;
   c64: Record<'tag' | 'digest', WrkResult[]>;
+}
+
+function emptyStatus(): Record<StatusPage, number[]> {
+  return Object.fromEntries(STATUS_PAGES.map((p) => [p, []])) as unknown as Record<StatusPage, number[]>;
 }
 
 export async function catalogueScale(ctx: Ctx): Promise<ScenarioResult> {
@@ -123,8 +146,8 @@ export async function catalogueScale(ctx: Ctx): Promise<ScenarioResult> {
   for (let i = 0; i < 3; i++) nodeStart.push((await run(process.execPath, ['-e', '0'])).ms);
 
   const phases: Record<'small' | 'large', Phase> = {
-    small: { startups: [], ls: [], lsLines: 0, c1: { tag: [], digest: [] }, c64: { tag: [], digest: [] } },
-    large: { startups: [], ls: [], lsLines: 0, c1: { tag: [], digest: [] }, c64: { tag: [], digest: [] } },
+    small: { startups: [], ls: [], lsLines: 0, status: emptyStatus(), statusFirst: emptyStatus(), c1: { tag: [], digest: [] }, c64: { tag: [], digest: [] } },
+    large: { startups: [], ls: [], lsLines: 0, status: emptyStatus(), statusFirst: emptyStatus(), c1: { tag: [], digest: [] }, c64: { tag: [], digest: [] } },
   };
   const img = real[0]!;
   for (let r = 0; r < starts; r++) {
@@ -147,6 +170,12 @@ export async function catalogueScale(ctx: Ctx): Promise<ScenarioResult> {
             p.c1[kind].push(await wrk(url, { method: 'GET', headers: { Accept: MANIFEST_ACCEPT }, connections: 1, threads: 1, seconds: latencySeconds }));
             p.c64[kind].push(await wrk(url, { method: 'GET', headers: { Accept: MANIFEST_ACCEPT }, connections: 64, threads: 2, seconds: latencySeconds }));
           }
+          for (const path of STATUS_PAGES) {
+            const loads: number[] = [];
+            for (let i = 0; i < STATUS_LOADS; i++) loads.push(await loadMs(`${m.url}${path}`));
+            p.statusFirst[path].push(loads[0]!);
+            p.status[path].push(median(loads.slice(1)));
+          }
         }
       } finally {
         await m.stop();
@@ -164,6 +193,22 @@ export async function catalogueScale(ctx: Ctx): Promise<ScenarioResult> {
   const p50 = (xs: WrkResult[]) => median(xs.map((x) => x.p50Ms));
   const rps = (xs: WrkResult[]) => median(xs.map((x) => x.rps));
   const UNCHANGED = 1.25;
+  const PAGE_TARGET_MS = 200;
+  const statusRows: Row[] = STATUS_PAGES.map((path) => ({
+    measure: `status page \`${path}\` render (warm, median)`,
+    baseline: `small ${ms(median(S.status[path]))}`,
+    sparse: ms(median(L.status[path])),
+    ratio: ratio(median(L.status[path]) / median(S.status[path])),
+    target: `< ${PAGE_TARGET_MS} ms`,
+    met: median(L.status[path]) < PAGE_TARGET_MS,
+  }));
+  statusRows.push({
+    measure: 'status page `/` first load after start (sums the store)',
+    baseline: `small ${ms(median(S.statusFirst['/']))}`,
+    sparse: ms(median(L.statusFirst['/'])),
+    ratio: ratio(median(L.statusFirst['/']) / median(S.statusFirst['/'])),
+    target: '(information)',
+  });
   const rows = [
     { measure: 'serve start-up to first 200 on /v2/ (median)', baseline: `small ${ms(median(S.startups))}`, sparse: ms(median(L.startups)), ratio: ratio(median(L.startups) / median(S.startups)), target: '< 1 s', met: median(L.startups) < 1000 },
     { measure: `\`ls\` wall time (${num(L.lsLines)} rows vs ${S.lsLines})`, baseline: `small ${ms(median(S.ls))}`, sparse: ms(median(L.ls)), ratio: ratio(median(L.ls) / median(S.ls)), target: '(information)' },
@@ -185,6 +230,7 @@ export async function catalogueScale(ctx: Ctx): Promise<ScenarioResult> {
         met: rps(L.c64[kind]) / rps(S.c64[kind]) >= 1 / UNCHANGED,
       },
     ]),
+    ...statusRows,
   ];
   return {
     id: 7,
@@ -193,6 +239,7 @@ export async function catalogueScale(ctx: Ctx): Promise<ScenarioResult> {
     details: [
       `The "sparse-mirror" column is the large store: ${num(filled.blobs)} blob rows, ${num(filled.tags)} tags, ${num(filled.manifests)} manifest rows (1,000 repositories × 10 tags, each a 7-platform index with 2 platforms present), written through dist's \`Catalogue\` in ${ms(filled.ms)}, plus 3 real 7-platform images pulled through the mirror. The "baseline" column is the same store without the synthetic rows.`,
       `Start-ups per round (ms): small ${S.startups.map((x) => x.toFixed(0)).join(', ')}; large ${L.startups.map((x) => x.toFixed(0)).join(', ')}. For scale, \`node -e 0\` takes ${ms(median(nodeStart))} here; start-up includes loading the TypeScript config through jiti.`,
+      `Status page: each of ${STATUS_PAGES.map((p) => `\`${p}\``).join(', ')} fetched whole ${STATUS_LOADS} times per start, the first load dropped (it warms the statements and the JIT, and \`/\` sums store bytes and counts, which it then reuses for 10 s: that load has its own row); the row is the median over starts of each start's median. Large per start (ms): ${STATUS_PAGES.map((p) => `${p} ${L.status[p].map((x) => x.toFixed(0)).join(', ')}`).join('; ')}.`,
       `\`ls\` per round (ms): small ${S.ls.map((x) => x.toFixed(0)).join(', ')}; large ${L.ls.map((x) => x.toFixed(0)).join(', ')}.`,
       `Latency runs: after ${WARM_UP_SECONDS} s of unmeasured wrk per URL, wrk ${latencySeconds} s each, 1 connection (p50/p99) and 64 connections (req/s), every round. p99 at 1 connection: tag small ${ms(median(S.c1.tag.map((x) => x.p99Ms)))} / large ${ms(median(L.c1.tag.map((x) => x.p99Ms)))}; digest small ${ms(median(S.c1.digest.map((x) => x.p99Ms)))} / large ${ms(median(L.c1.digest.map((x) => x.p99Ms)))}.`,
     ],

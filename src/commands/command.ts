@@ -57,13 +57,4 @@ export async function openStore(
   return { config, mirror, log, bucket: mirror.shared?.bucket, close: () => mirror.close() };
 }
 
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
-}
+export { formatBytes } from '../format-bytes.js';

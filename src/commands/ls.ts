@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
+import { inventory } from '../store/inventory.js';
 import { bucketInventory, mergeTiers, type TieredEntry } from '../upkeep/bucket-inventory.js';
-import { inventory } from '../upkeep/inventory.js';
 import { COMMON_OPTIONS, formatBytes, openStore, type Command } from './command.js';
 
 const USAGE = `Usage: sparse-mirror ls [repo] [--json]

@@ -17,11 +17,36 @@ import { API_VERSION_HEADER, blobResponse, errorResponse, jsonResponse, manifest
 
 export type AppEnv = {
   Bindings: HttpBindings;
-  Variables: { route?: Route; cache?: string; identity?: Identity; kind?: string; reachedUpstream?: boolean };
+  Variables: { route?: Route; cache?: string; identity?: Identity; kind?: string; reachedUpstream?: boolean; reference?: string };
 };
 
 /** Handles the write side of the API (uploads, manifest PUT, DELETE, referrers) when push is enabled. */
 export type PushHandler = (c: Context<AppEnv>, path: ApiPath, route: Route) => Promise<Response>;
+
+/** What one registry API request did, told when its response is decided. */
+export interface ServedRequest {
+  at: number;
+  /** The route kind: manifest, blob, tags, … */
+  kind: string;
+  method: string;
+  status: number;
+  /** Body bytes sent (0 for a HEAD). */
+  bytes: number;
+  /** hit, miss or stale, for manifests and blobs. */
+  cache?: string;
+  /** The mirror-side repository key, once routed. */
+  repository?: string;
+  /** The tag or digest asked for (manifests), or the blob's digest. */
+  reference?: string;
+  user?: string;
+}
+
+/** Serves the status page and its API (`/`, `/ui/…`, `/api/v1/…`); the admin check is done before. */
+export interface StatusHandler {
+  handle(c: Context<AppEnv>): Promise<Response>;
+  /** Told of every registry API request, for the page's history. */
+  served(request: ServedRequest): void;
+}
 
 export interface AppDeps {
   mirror: Mirror;
@@ -29,14 +54,16 @@ export interface AppDeps {
   metrics: Metrics;
   auth?: Authenticator;
   push?: PushHandler;
+  status?: StatusHandler;
 }
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
 
 /** The registry API in front of the mirror. Parsing and response shapes only; the policy lives in mirror/. */
-export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
+export function createApp({ mirror, log, metrics, auth, push, status }: AppDeps) {
   const app = new Hono<AppEnv>();
 
+  const statusPage = status;
   app.use('*', async (c, next) => {
     const started = performance.now();
     await next();
@@ -50,6 +77,19 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     // the socket's 'close' reaches us, and a scrape right after must already see its request.
     metrics.requests.inc({ route: kind, method: c.req.method, status: String(status) });
     if (c.req.method === 'GET' && status < 300) metrics.servedBytes.inc({}, bytes);
+    if (route && statusPage) {
+      statusPage.served({
+        at: Date.now(),
+        kind,
+        method: c.req.method,
+        status,
+        bytes,
+        cache: c.get('cache'),
+        repository: route.key,
+        reference: c.get('reference'),
+        user: c.get('identity')?.user,
+      });
+    }
     const upstream = c.get('reachedUpstream') ? route?.upstream.name : undefined;
     const record = (): void => {
       log.info('request', {
@@ -93,6 +133,18 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     return c.body(body, 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
   });
 
+  if (statusPage) {
+    const page = async (c: Context<AppEnv>) => {
+      c.set('kind', 'status');
+      if (auth) await requireRole(c, auth, 'admin');
+      return statusPage.handle(c);
+    };
+    app.all('/', page);
+    app.all('/ui', page);
+    app.all('/ui/*', page);
+    app.all('/api/v1/*', page);
+  }
+
   app.all('/v2/*', async (c) => {
     const url = new URL(c.req.url);
     // The URL parser already resolved `..` segments away; judge the path as the client sent it.
@@ -133,6 +185,7 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     }
     const extra = { 'OCI-Namespace': ns ?? route.upstream.name };
     const wantBody = method === 'GET';
+    c.set('reference', path.kind === 'manifest' ? path.reference : path.kind === 'blob' ? path.digest : undefined);
     switch (path.kind) {
       case 'manifest': {
         const m = await tracked(c, () => mirror.manifests.get(route, path.reference, wantBody));

@@ -40,6 +40,15 @@ export interface ManifestPolicy {
 export interface ManifestEvents {
   /** A manifest (or image config) was fetched from upstream and stored. */
   fetched?(route: Route, bytes: number): void;
+  /** A request was refused with the not-mirrored error: the demand for a platform not carried. */
+  refused?(refusal: Refusal): void;
+}
+
+export interface Refusal {
+  /** The mirror-side repository key, e.g. `docker.io/library/alpine`. */
+  repository: string;
+  platform: string;
+  at: number;
 }
 
 /** What one request learnt of the shared bucket on its way (for the error it may end with). */
@@ -101,7 +110,7 @@ export class ManifestService {
     // A pushed sparse index lists it but it was never pushed: the not-mirrored error, naming the platform.
     if (route.local) {
       const absent = absentFromPushedIndex(this.catalogue, route, digest.value, this.policy.notMirrored);
-      if (absent) throw absent;
+      if (absent) throw this.refused(route, absent);
     }
     this.assertNotExcluded(route, digest.value);
     const shared = await this.fromBucket(route, digest, trail);
@@ -298,14 +307,21 @@ export class ManifestService {
     const excluded = entries.filter((e) => e.platform !== null && !this.allows(e.platform));
     if (excluded.length < entries.length) return;
     const entry = excluded[0]!;
-    throw notMirroredError({
+    throw this.refused(route, notMirroredError({
       platform: entry.platform!,
       digest,
       index: this.describeIndex(route, entry.index_digest),
       referrer,
       allowList: this.policy.allowList,
       response: this.policy.notMirrored,
-    });
+    }));
+  }
+
+  /** Tells the events of a not-mirrored refusal, and returns the error to throw. */
+  private refused(route: Route, error: OciError): OciError {
+    const platform = (error.detail as { platform?: unknown } | undefined)?.platform;
+    if (typeof platform === 'string') this.events.refused?.({ repository: route.key, platform, at: Date.now() });
+    return error;
   }
 
   private allows(platform: string): boolean {
@@ -392,13 +408,13 @@ export class ManifestService {
     const platform = await this.configPlatform(route, manifest);
     if (platform && !this.policy.allowList.allows(platform)) {
       const name = formatPlatform(platform);
-      throw notMirroredError({
+      throw this.refused(route, notMirroredError({
         platform: name,
         digest,
         image: isDigestLike(reference) ? `${route.asked}@${digest}` : `${route.asked}:${reference}`,
         allowList: this.policy.allowList,
         response: this.policy.notMirrored,
-      });
+      }));
     }
     return platform;
   }

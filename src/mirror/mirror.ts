@@ -9,6 +9,7 @@ import { Catalogue } from '../store/catalogue.js';
 import { Membership } from '../cluster/members.js';
 import { UpstreamClient } from '../upstream/client.js';
 import { upstreamTransport } from '../upstream/transport.js';
+import type { UpstreamAnswer } from '../upstream/client.js';
 import type { UpstreamFailure } from '../upstream/errors.js';
 import type { Logger } from '../log.js';
 import { BlobService, type BlobEvents } from './blobs.js';
@@ -25,7 +26,10 @@ const DOCKER_HUB_HOSTS = new Set(['registry-1.docker.io', 'docker.io', 'index.do
 const MANIFEST_CACHE_BYTES = 64 * 1024 * 1024;
 
 export interface MirrorEvents extends ManifestEvents, BlobEvents {
-  upstreamFailure?(upstream: string, failure: UpstreamFailure): void;
+  /** A request to `upstream` failed; `reason` is the error's message (it names no credentials). */
+  upstreamFailure?(upstream: string, failure: UpstreamFailure, reason: string): void;
+  /** `upstream` answered a request (with any status; failures are also told to upstreamFailure). */
+  upstreamAnswered?(upstream: string, answer: UpstreamAnswer): void;
 }
 
 /** The mirror: store, catalogue, upstream clients and the services that join them. */
@@ -69,7 +73,8 @@ export class Mirror {
             },
             attempts: config.upstream.attempts,
             maxManifestBytes: config.limits.maxManifestBytes,
-            onFailure: (failure) => events.upstreamFailure?.(name, failure),
+            onFailure: (failure, error) => events.upstreamFailure?.(name, failure, error.message),
+            onAnswer: (answer) => events.upstreamAnswered?.(name, answer),
             // Its CA, client certificate, `insecure` and proxy (else the environment's, as Go reads it).
             transport: upstreamTransport(u, config.upstream.proxy),
           },

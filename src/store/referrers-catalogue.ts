@@ -87,6 +87,9 @@ export class ReferrersCatalogue {
          ON CONFLICT (repo, subject) DO UPDATE SET
            descriptors = excluded.descriptors, tags = excluded.tags, checked_at = excluded.checked_at`,
       ),
+      artifactTypeOf: db.prepare<[string, string], { artifact_type: string | null }>(
+        'SELECT artifact_type FROM referrers WHERE repo = ? AND digest = ? LIMIT 1',
+      ),
       allStored: db.prepare<[], ReferrerRow>(
         `SELECT r.* FROM referrers r JOIN manifests m ON m.repo = r.repo AND m.digest = r.digest`,
       ),
@@ -115,6 +118,11 @@ export class ReferrersCatalogue {
   /** The subjects a stored manifest refers to (usually one). */
   subjectsOf(repo: string, digest: string): string[] {
     return this.stmts.subjectsOf.all(repo, digest).map((r) => r.subject_digest);
+  }
+
+  /** The artifact type recorded for a referrer, if `digest` is one. */
+  artifactTypeOf(repo: string, digest: string): string | undefined {
+    return this.stmts.artifactTypeOf.get(repo, digest)?.artifact_type ?? undefined;
   }
 
   /** Every referrer whose manifest is stored, for gc and inventories. */

@@ -62,4 +62,25 @@ CREATE TABLE IF NOT EXISTS blobs (
   stored_at   INTEGER NOT NULL,
   last_access INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- The status page's history, aggregated per hour (hour = Unix ms / 3,600,000) and pruned after
+-- 30 days. Additive tables: no schema version change, an older build never reads them.
+-- Requests refused with the not-mirrored error, by repository and platform.
+CREATE TABLE IF NOT EXISTS demand_hourly (
+  hour     INTEGER NOT NULL,
+  repo     TEXT NOT NULL,
+  platform TEXT NOT NULL,
+  count    INTEGER NOT NULL,
+  PRIMARY KEY (hour, repo, platform)
+) WITHOUT ROWID;
+-- Manifest and blob lookups by result (hit, miss, stale) with the bytes served, and the bytes
+-- fetched upstream (kind 'upstream', result 'fetched').
+CREATE TABLE IF NOT EXISTS traffic_hourly (
+  hour     INTEGER NOT NULL,
+  kind     TEXT NOT NULL,
+  result   TEXT NOT NULL,
+  requests INTEGER NOT NULL,
+  bytes    INTEGER NOT NULL,
+  PRIMARY KEY (hour, kind, result)
+) WITHOUT ROWID;
 `;

@@ -17,10 +17,18 @@ export interface UpstreamSettings {
   /** Tries for one request, counting the first, on network errors and 5xx. */
   attempts: number;
   maxManifestBytes: number;
-  /** Told of every failure a request ends with (for metrics). */
-  onFailure?: (failure: UpstreamFailure) => void;
+  /** Told of every failure a request ends with (for metrics and the status page). */
+  onFailure?: (failure: UpstreamFailure, error: UpstreamError) => void;
+  /** Told of every answer upstream gives (after auth, redirects and retries), for its health. */
+  onAnswer?: (answer: UpstreamAnswer) => void;
   /** TLS trust, client certificate and proxy; default: the system's CAs, the proxy from the environment. */
   transport?: UpstreamTransport;
+}
+
+export interface UpstreamAnswer {
+  status: number;
+  /** Docker Hub's `ratelimit-remaining` (e.g. `76;w=21600`), when upstream sends it. */
+  rateLimitRemaining?: string;
 }
 
 export interface ManifestResponse {
@@ -168,7 +176,7 @@ export class UpstreamClient {
   }
 
   private failed(e: UpstreamError): UpstreamError {
-    this.settings.onFailure?.(e.failure);
+    this.settings.onFailure?.(e.failure, e);
     return e;
   }
 
@@ -197,6 +205,7 @@ export class UpstreamClient {
           res.body.resume();
           lastError = new UpstreamError('unavailable', `upstream error ${res.statusCode}`, res.statusCode);
         } else {
+          this.settings.onAnswer?.({ status: res.statusCode, rateLimitRemaining: header(res, 'ratelimit-remaining') });
           return res;
         }
       } catch (e) {

@@ -10,7 +10,7 @@ import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { inventory } from '../../src/upkeep/inventory.js';
+import { inventory } from '../../src/store/inventory.js';
 import { prefetchImage } from '../../src/upkeep/prefetch.js';
 import { verifyStore } from '../../src/upkeep/verify.js';
 import { buildCli, spawnServe, writeConfigFile, type CliBuild, type ServeProcess } from '../support/cli.js';

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { isReferrersRecord, parseBucketKey, parseTagRecord, repoMatches } from '../../src/store/bucket-keys.js';
 import { mergeTiers } from '../../src/upkeep/bucket-inventory.js';
-import type { InventoryEntry } from '../../src/upkeep/inventory.js';
+import type { InventoryEntry } from '../../src/store/inventory.js';
 
 const HEX = 'a'.repeat(64);
 

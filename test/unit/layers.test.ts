@@ -18,17 +18,19 @@ const RANK: Record<string, number> = {
   'push': 3,
   'airgap': 3,
   'upkeep': 3,
+  'status': 3,
   'http': 4,
   'commands': 5,
   'serve.ts': 4.5, // composes the server from http/ and the wings; commands/ start it
   'cli.ts': 6,
   'gc-tuning.ts': 0,
+  'format-bytes.ts': 0,
 };
-const WINGS = new Set(['push', 'airgap', 'upkeep']);
+const WINGS = new Set(['push', 'airgap', 'upkeep', 'status']);
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? sourceFiles(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : [],
+    e.isDirectory() ? sourceFiles(path.join(dir, e.name)) : /\.tsx?$/.test(e.name) ? [path.join(dir, e.name)] : [],
   );
 }
 
@@ -78,5 +80,7 @@ describe('source layers', () => {
     expect(allowed(path.join(SRC, 'http/app.ts'), path.join(SRC, 'push/routes.ts'))).toBe(false);
     expect(allowed(path.join(SRC, 'push/push.ts'), path.join(SRC, 'http/app.ts'))).toBe(false);
     expect(allowed(path.join(SRC, 'push/routes.ts'), path.join(SRC, 'http/app.ts'))).toBe(true);
+    expect(allowed(path.join(SRC, 'http/app.ts'), path.join(SRC, 'status/routes.ts'))).toBe(false);
+    expect(allowed(path.join(SRC, 'status/views/page.tsx'), path.join(SRC, 'upkeep/gc.ts'))).toBe(false);
   });
 });

@@ -2,7 +2,7 @@
 // and the tag-scheme tags (fallback index, cosign .sig/.att/.sbom) not listed as images of their own.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { cosignTag } from '../../src/oci/referrers.js';
-import { inventory } from '../../src/upkeep/inventory.js';
+import { inventory } from '../../src/store/inventory.js';
 import {
   ATTESTATION_TYPE,
   REPO,
