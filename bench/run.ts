@@ -21,6 +21,7 @@ import { sparseSavings } from './scenarios/s5-sparse-savings.js';
 import { memory } from './scenarios/s6-memory.js';
 import { catalogueScale } from './scenarios/s7-catalogue-scale.js';
 import { wideArea } from './scenarios/s8-wan.js';
+import { replicas } from './scenarios/s9-replicas.js';
 
 const SCENARIOS: Array<{ id: number; name: string; run: (ctx: Ctx) => Promise<ScenarioResult> }> = [
   { id: 1, name: 'Warm blob throughput', run: blobThroughput },
@@ -31,6 +32,7 @@ const SCENARIOS: Array<{ id: number; name: string; run: (ctx: Ctx) => Promise<Sc
   { id: 6, name: 'Memory', run: memory },
   { id: 7, name: 'Catalogue scale', run: catalogueScale },
   { id: 8, name: 'The WAN', run: wideArea },
+  { id: 9, name: 'Replicas over one bucket', run: replicas },
 ];
 
 const TOOLS: Array<{ bin: string; pkg: string }> = [
