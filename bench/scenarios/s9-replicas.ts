@@ -3,7 +3,8 @@
 //   (a) warm blob throughput through one replica from its local tier, against the single node
 //       (scenario 1's curl clients, rounds alternating);
 //   (b) a replica with an empty disk serving a blob the bucket holds (a cold-from-bucket GET),
-//       against a direct SigV4-signed S3 GET of the same object from RGW;
+//       against a direct SigV4-signed S3 GET of the same object from RGW (and, for perspective,
+//       the single node's cold GET of a blob of that size from upstream);
 //   (c) a herd spread over the three replicas on one cold blob: upstream fetches (the upstream's
 //       access log) and the time until the last client is done, against the single node and the anchor.
 import { stat } from 'node:fs/promises';
@@ -139,44 +140,64 @@ async function fromBucket(ctx: Ctx, shared: Shared, set: ReplicaSet, image: Imag
   const blob = image.layers[0]!;
   const c = set.replicas[2]!;
   const key = `${BUCKET_PREFIX}blobs/sha256/${blob.digest.slice('sha256:'.length)}`;
+  const rounds = ctx.settings.rounds;
+  // For perspective, the single node's cold GET of a blob of the same size from upstream: a new one each round.
+  const cold: Image[] = [];
+  for (let r = 0; r < rounds; r++) {
+    ctx.log(`(b) pushing a ${mib(blob.size)} layer for the single node, round ${r + 1}`);
+    cold.push(await pushImage(shared.upstream.url, `bench/s9-cold-${r}`, 'linux/amd64', [blob.size], 'v1'));
+  }
   const mark = await logMark(shared.upstream.logFile);
-  const rates = { direct: [] as number[], replica: [] as number[] };
-  const times = { direct: [] as number[], replica: [] as number[] };
-  for (let r = 0; r < ctx.settings.rounds; r++) {
-    for (const who of rotate(['direct', 'replica'] as const, r)) {
+  type Way = 'direct' | 'replica' | 'single';
+  const rates: Record<Way, number[]> = { direct: [], replica: [], single: [] };
+  const times: Record<Way, number[]> = { direct: [], replica: [], single: [] };
+  for (let r = 0; r < rounds; r++) {
+    for (const who of rotate(['direct', 'replica', 'single'] as const, r)) {
       let d;
       if (who === 'direct') {
         d = await curlParallel(set.objectUrl(key), 1, blob.size, 1, set.s3CurlArgs);
-      } else {
+      } else if (who === 'replica') {
         // A new replica: an empty disk; the manifest comes first, as in a pull (from the bucket too).
         const stopMs = await set.restartEmpty(c);
         if (stopMs > 3000) problems.push(`(b) replica C took ${ms(stopMs)} to stop on SIGTERM before round ${r + 1}${stopMs >= 5000 ? ' (SIGKILLed)' : ''}`);
         await getManifest(c.mirror.url, image.repo, 'v1');
         d = await curlParallel(`${c.mirror.url}/v2/${image.repo}/blobs/${blob.digest}`, 1, blob.size);
+      } else {
+        const img = cold[r]!;
+        await getManifest(shared.mirror.url, img.repo, 'v1');
+        d = await curlParallel(`${shared.mirror.url}/v2/${img.repo}/blobs/${img.layers[0]!.digest}`, 1, blob.size);
       }
       rates[who].push(d.bytesPerSec);
       times[who].push(d.ms);
       if (d.failures.length) problems.push(`(b) ${who} round ${r + 1}: ${d.failures.slice(0, 3).join('; ')}`);
-      ctx.log(`(b) round ${r + 1} ${who === 'direct' ? 'direct S3 GET' : 'replica, empty disk'}: ${gbps(d.bytesPerSec)} (${ms(d.ms)})`);
+      ctx.log(`(b) round ${r + 1} ${{ direct: 'direct S3 GET', replica: 'replica, empty disk', single: 'single node, cold from upstream' }[who]}: ${gbps(d.bytesPerSec)} (${ms(d.ms)})`);
     }
   }
   const upstream = await upstreamBlobGets(ctx, shared, mark, blob.digest);
   if (upstream.gets) problems.push(`(b) the replica with an empty disk fetched the blob from upstream ${upstream.gets} times: it should come from the bucket`);
-  const m = { direct: median(rates.direct), replica: median(rates.replica) };
+  const m = { direct: median(rates.direct), replica: median(rates.replica), single: median(rates.single) };
+  const perRound = (who: Way) => rates[who].map((v, i) => `${(v / 1e9).toFixed(2)} GB/s (${ms(times[who][i]!)})`).join(', ');
   return {
     rows: [
       {
-        measure: `one cold GET of the ${mib(blob.size)} blob from the bucket tier (replica with an empty disk)`,
+        measure: `one cold GET of a ${mib(blob.size)} blob from the bucket tier (replica with an empty disk)`,
         baseline: `direct S3 GET ${gbps(m.direct)}`,
         sparse: gbps(m.replica),
         ratio: ratio(m.replica / m.direct),
         target: '(information)',
       },
+      {
+        measure: 'same, against the single node\'s cold GET of a blob of that size from upstream',
+        baseline: `single node ${gbps(m.single)}`,
+        sparse: gbps(m.replica),
+        ratio: ratio(m.replica / m.single),
+        target: '(information)',
+      },
     ],
     details: [
-      `**(b) Cold, from the bucket tier.** Replica C is stopped, its data dir removed and started again before each of its rounds; it gets the image's manifest (from the bucket), then one curl GETs the blob, which C reads from the bucket, verifies and stores while streaming it. The baseline is one curl GET of the same object straight from RGW, signed with \`--aws-sigv4\`. ${ctx.settings.rounds} rounds each, order alternating.`,
-      `Per round: direct ${rates.direct.map((v, i) => `${(v / 1e9).toFixed(2)} GB/s (${ms(times.direct[i]!)})`).join(', ')}; replica ${rates.replica.map((v, i) => `${(v / 1e9).toFixed(2)} GB/s (${ms(times.replica[i]!)})`).join(', ')}.`,
-      `Upstream GETs of the blob meanwhile: ${upstream.gets} (expected 0: the bucket holds it).`,
+      `**(b) Cold, from the bucket tier.** Replica C is stopped, its data dir removed and started again before each of its rounds; it gets the image's manifest (from the bucket), then one curl GETs the blob, which C reads from the bucket, verifies and stores while streaming it. The baseline is one curl GET of the same object straight from RGW, signed with \`--aws-sigv4\`; for perspective, the single node's cold GET of a new blob of the same size from the upstream registry. ${rounds} rounds, order rotated.`,
+      `Per round: direct ${perRound('direct')}; replica ${perRound('replica')}; single node from upstream ${perRound('single')}.`,
+      `Upstream GETs of the bucket-held blob meanwhile: ${upstream.gets} (expected 0: the bucket holds it).`,
     ],
     raw: { rates, times, medians: m, upstreamGets: upstream.gets },
   };
