@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { curlParallel, getManifest, herd } from '../lib/clients.js';
 import { rotate, type Ctx, type ScenarioResult, type Shared } from '../lib/context.js';
 import { pushImage, type Image } from '../lib/images.js';
-import { groupCpuSeconds } from '../lib/procs.js';
+import { groupCpuSeconds, pidCpuSeconds } from '../lib/procs.js';
 import { accessLines, logMark, logSince, settleLog, waitStored } from '../lib/registry.js';
 import { BUCKET_PREFIX, replicasUnavailable, startReplicas, type ReplicaSet } from '../lib/replicas.js';
 import { gbps, median, mib, ms, ratio } from '../lib/stats.js';
@@ -216,6 +216,9 @@ interface Trial {
   ms: number;
   lastFirstByteMs: number;
   firstDoneMs: number;
+  /** CPU seconds of the system's servers during the herd (for the replicas: the three, and RGW's daemons apart). */
+  cpu: number;
+  rgwCpu?: number;
 }
 
 async function herdOverReplicas(ctx: Ctx, shared: Shared, set: ReplicaSet, problems: string[]): Promise<Part> {
@@ -229,6 +232,11 @@ async function herdOverReplicas(ctx: Ctx, shared: Shared, set: ReplicaSet, probl
     }
   }
   const bases: Record<Who, string[]> = { replicas: set.urls, single: [shared.mirror.url], anchor: [shared.anchor.url] };
+  const serverCpu = async (who: Who): Promise<number> => {
+    const groups = who === 'replicas' ? set.replicas.map((r) => r.mirror.proc.pid) : [(who === 'single' ? shared.mirror : shared.anchor).proc.pid];
+    return (await Promise.all(groups.map(groupCpuSeconds))).reduce((a, b) => a + b, 0);
+  };
+  const rgwCpu = async (): Promise<number> => (await Promise.all(set.rgw.pids.map(pidCpuSeconds))).reduce((a, b) => a + b, 0);
   const trials: Trial[] = [];
   for (let r = 0; r < rounds; r++) {
     for (const who of rotate(systems, r)) {
@@ -242,10 +250,12 @@ async function herdOverReplicas(ctx: Ctx, shared: Shared, set: ReplicaSet, probl
       if (who === 'replicas') await set.uploadsDrained();
       await settleLog(shared.upstream.logFile, 200);
       const mark = await logMark(shared.upstream.logFile);
+      const [cpu0, rgw0] = [await serverCpu(who), await rgwCpu()];
       const h = await herd(
         bases[who].map((b) => `${b}/v2/${img.repo}/blobs/${blob.digest}`),
         clients,
       );
+      const [cpu1, rgw1] = [await serverCpu(who), await rgwCpu()];
       if (who === 'anchor') await waitStored(shared.anchor, [blob]);
       const up = await upstreamBlobGets(ctx, shared, mark, blob.digest);
       if (who === 'replicas') await set.uploadsDrained();
@@ -259,6 +269,8 @@ async function herdOverReplicas(ctx: Ctx, shared: Shared, set: ReplicaSet, probl
         ms: h.ms,
         lastFirstByteMs: Math.max(...h.bodies.map((b) => b.firstByteMs ?? Infinity)),
         firstDoneMs: Math.min(...h.bodies.map((b) => b.doneMs ?? Infinity)),
+        cpu: cpu1 - cpu0,
+        rgwCpu: who === 'replicas' ? rgw1 - rgw0 : undefined,
       };
       trials.push(t);
       if (t.correct !== clients) {
@@ -300,14 +312,14 @@ async function herdOverReplicas(ctx: Ctx, shared: Shared, set: ReplicaSet, probl
     details: [
       `**(c) The herd.** Each round a new image per system; its manifest is pulled first through every replica (or the one server), then ${clients} Node HTTP clients on separate connections GET the blob in the same tick${systems.length > 1 ? ' — for the replicas, client i asks replica i mod 3' : ''} — and hash what they receive. Upstream GETs counted in the upstream registry's access log. ${rounds} round(s), order rotated.`,
       '',
-      '| Round | Who | upstream GETs | bytes sent by upstream | correct | last client done | last first byte | first client done |',
-      '|---|---|---|---|---|---|---|---|',
+      '| Round | Who | upstream GETs | bytes sent by upstream | correct | last client done | last first byte | first client done | server CPU during the herd |',
+      '|---|---|---|---|---|---|---|---|---|',
       ...trials.map(
         (t) =>
-          `| ${t.round} | ${t.who === 'single' ? 'single node' : t.who} | ${t.upstreamGets} | ${mib(t.upstreamBytes)} | ${t.correct}/${clients} | ${ms(t.ms)} | ${ms(t.lastFirstByteMs)} | ${ms(t.firstDoneMs)} |`,
+          `| ${t.round} | ${t.who === 'single' ? 'single node' : t.who} | ${t.upstreamGets} | ${mib(t.upstreamBytes)} | ${t.correct}/${clients} | ${ms(t.ms)} | ${ms(t.lastFirstByteMs)} | ${ms(t.firstDoneMs)} | ${t.cpu.toFixed(1)} s${t.rgwCpu === undefined ? '' : ` (+ RGW ${t.rgwCpu.toFixed(1)} s)`} |`,
       ),
       '',
-      'Every client streaming from the first bytes shows as its first byte arriving before the first client is done.',
+      'Every client streaming from the first bytes shows as its first byte arriving before the first client is done. Server CPU: user + system seconds of the servers under test (the three replicas together; the Ceph daemons apart) from the herd\'s start to its last body, on the 2 cores that also run the clients, which hash every body.',
     ],
     raw: trials,
   };
