@@ -319,7 +319,7 @@ async function herdOverReplicas(ctx: Ctx, shared: Shared, set: ReplicaSet, probl
           `| ${t.round} | ${t.who === 'single' ? 'single node' : t.who} | ${t.upstreamGets} | ${mib(t.upstreamBytes)} | ${t.correct}/${clients} | ${ms(t.ms)} | ${ms(t.lastFirstByteMs)} | ${ms(t.firstDoneMs)} | ${t.cpu.toFixed(1)} s${t.rgwCpu === undefined ? '' : ` (+ RGW ${t.rgwCpu.toFixed(1)} s)`} |`,
       ),
       '',
-      'Every client streaming from the first bytes shows as its first byte arriving before the first client is done. Server CPU: user + system seconds of the servers under test (the three replicas together; the Ceph daemons apart) from the herd\'s start to its last body, on the 2 cores that also run the clients, which hash every body.',
+      `Every client streaming from the first bytes shows as its first byte arriving before the first client is done. Server CPU: user + system seconds of the servers under test (the three replicas together; the Ceph daemons apart) from the herd's start to its last body, on the 2 cores that also run the clients. The clients hash every body in the one benchmark process (${clients} × ${mib(herdBytes)}); where the three systems take about the same time, that hashing bounds it, and the CPU column tells the servers apart.`,
     ],
     raw: trials,
   };
