@@ -22,9 +22,12 @@ export interface Downloads {
   failures: string[];
 }
 
-/** `n` curl processes at once, each downloading `url` `repeat` times to /dev/null. */
-export async function curlParallel(url: string, n: number, expectBytes: number, repeat = 1): Promise<Downloads> {
-  const args = ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download}\\n'];
+/**
+ * `n` curl processes at once, each downloading `url` `repeat` times to /dev/null. `curlArgs` go
+ * before the URLs (e.g. `--aws-sigv4` and `-K` with the credentials, for a direct S3 GET).
+ */
+export async function curlParallel(url: string, n: number, expectBytes: number, repeat = 1, curlArgs: string[] = []): Promise<Downloads> {
+  const args = [...curlArgs, '-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download}\\n'];
   for (let i = 1; i < repeat; i++) args.push(url, '-o', '/dev/null');
   args.push(url);
   const started = performance.now();
@@ -116,30 +119,39 @@ export interface HashedBody {
   status: number;
   bytes: number;
   sha256: string;
+  /** Milliseconds from the herd's start to this client's first body byte, and to its last. */
+  firstByteMs?: number;
+  doneMs?: number;
   error?: string;
 }
 
-/** `n` clients GET `url` at the same moment, each hashing the body it receives. */
-export async function herd(url: string, n: number, timeoutMs = 300_000): Promise<{ ms: number; bodies: HashedBody[] }> {
+/**
+ * `n` clients GET `url` at the same moment, each hashing the body it receives. Given several
+ * URLs (the replicas of one mirror), client i asks `urls[i % urls.length]`.
+ */
+export async function herd(url: string | string[], n: number, timeoutMs = 300_000): Promise<{ ms: number; bodies: HashedBody[] }> {
+  const urls = Array.isArray(url) ? url : [url];
   const agent = new Agent({ keepAlive: false, maxSockets: n });
   const started = performance.now();
-  const one = () =>
+  const one = (i: number) =>
     new Promise<HashedBody>((resolve) => {
-      const req = request(url, { agent, timeout: timeoutMs }, (res) => {
+      const req = request(urls[i % urls.length]!, { agent, timeout: timeoutMs }, (res) => {
         const h = createHash('sha256');
         let bytes = 0;
+        let firstByteMs: number | undefined;
         res.on('data', (c: Buffer) => {
+          firstByteMs ??= performance.now() - started;
           bytes += c.length;
           h.update(c);
         });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes, sha256: `sha256:${h.digest('hex')}` }));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes, sha256: `sha256:${h.digest('hex')}`, firstByteMs, doneMs: performance.now() - started }));
         res.on('error', (e) => resolve({ status: res.statusCode ?? 0, bytes, sha256: '', error: e.message }));
       });
       req.on('timeout', () => req.destroy(new Error('timeout')));
       req.on('error', (e) => resolve({ status: 0, bytes: 0, sha256: '', error: e.message }));
       req.end();
     });
-  const bodies = await Promise.all(Array.from({ length: n }, one));
+  const bodies = await Promise.all(Array.from({ length: n }, (_, i) => one(i)));
   agent.destroy();
   return { ms: performance.now() - started, bodies };
 }

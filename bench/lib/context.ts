@@ -35,6 +35,7 @@ export interface Settings {
   s6: { blobs: number; blobBytes: number; anchor: boolean; floodSeconds: number };
   s7: { blobs: number; tags: number; latencySeconds: number; starts: number };
   s8: { layers: number[]; rounds: number; clients: number; rateMbit: number };
+  s9: { blobBytes: number; clients: number; herdBytes: number; herdClients: number; herdRounds: number; anchor: boolean };
 }
 
 function envNumber(name: string, fallback: number): number {
@@ -91,6 +92,15 @@ export function settingsFromEnv(): Settings {
       rounds: envNumber('BENCH_S8_ROUNDS', quick ? 2 : 3),
       clients: envNumber('BENCH_S8_CLIENTS', 10),
       rateMbit: envNumber('BENCH_S8_MBIT', 200),
+    },
+    s9: {
+      // The warm blob and its clients as in scenario 1; the herd as in the replicas test, at 128 MiB.
+      blobBytes: envNumber('BENCH_S9_MIB', quick ? 64 : 256) * MIB,
+      clients: envNumber('BENCH_S9_CLIENTS', 16),
+      herdBytes: envNumber('BENCH_S9_HERD_MIB', quick ? 32 : 128) * MIB,
+      herdClients: envNumber('BENCH_S9_HERD_CLIENTS', 30),
+      herdRounds: envNumber('BENCH_S9_HERD_ROUNDS', quick ? 1 : 3),
+      anchor: !/^(0|false|no)$/i.test(process.env.BENCH_S9_ANCHOR ?? ''),
     },
   };
 }

@@ -17,6 +17,8 @@ export interface MirrorOptions {
   /** Extra config keys (merged at the top level). */
   extra?: Record<string, unknown>;
   nodeArgs?: string[];
+  /** The port to listen on (default: a free one); a replica's peers must know it before it starts. */
+  port?: number;
 }
 
 export interface SparseMirror {
@@ -49,7 +51,7 @@ export async function writeMirrorConfig(dir: string, opts: MirrorOptions & { dat
 export async function startSparseMirror(name: string, opts: MirrorOptions): Promise<SparseMirror> {
   const work = tempDir(`mirror-${name}`);
   const dataDir = opts.dataDir ?? join(work, 'data');
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const configPath = await writeMirrorConfig(work, { ...opts, dataDir, port });
   const logFile = join(work, 'mirror.log');
   const started = performance.now();

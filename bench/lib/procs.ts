@@ -258,6 +258,18 @@ export async function memoryOf(pid: number): Promise<{ hwm: number; rss: number 
   }
 }
 
+/** CPU seconds (user + system, all threads) used so far by one process; 0 once it is gone. */
+export async function pidCpuSeconds(pid: number): Promise<number> {
+  const { readFile } = await import('node:fs/promises');
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // USER_HZ
+  } catch {
+    return 0;
+  }
+}
+
 /** CPU seconds (user + system) used so far by every process of a process group (a Proc and its children). */
 export async function groupCpuSeconds(pgid: number): Promise<number> {
   const { readdir, readFile } = await import('node:fs/promises');

@@ -21,6 +21,8 @@ export interface SysInfo {
   wrk: string;
   ab: string;
   curl: string;
+  /** Ceph's RADOS Gateway, the replicas' bucket in scenario 9 (empty when not installed). */
+  rgw: string;
   loadAtStart: string;
   build: string;
 }
@@ -49,6 +51,7 @@ export function sysInfo(repoRoot: string, mirrorCli: string): SysInfo {
     wrk: firstLine('wrk', ['--version']).replace(/\s+Copyright.*/, ''),
     ab: firstLine('ab', ['-V']).replace(/^This is /, '').replace(/ <.*$/, ''),
     curl: firstLine('curl', ['--version']).split(' ').slice(0, 2).join(' '),
+    rgw: firstLine('sh', ['-c', 'command -v radosgw >/dev/null && radosgw --version']).replace(/ \([0-9a-f]{40}\)/, ''),
     loadAtStart: loadavg().map((x) => x.toFixed(2)).join(' '),
     build: buildOf(repoRoot, mirrorCli),
   };

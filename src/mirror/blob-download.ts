@@ -69,8 +69,9 @@ export class BlobDownload extends EventEmitter {
   }
 
   private async run(markReady: () => void): Promise<void> {
+    let response: BlobResponse | undefined;
     try {
-      let response = await this.source.fetch(0);
+      response = await this.source.fetch(0);
       if (response.size !== undefined && this.expectedSize !== undefined && response.size !== this.expectedSize) {
         discard(response.body);
         throw new UpstreamError(
@@ -120,6 +121,9 @@ export class BlobDownload extends EventEmitter {
     } catch (e) {
       this.state = 'failed';
       this.error = this.describeFailure(e);
+      // A body never read to its end (the store failed before the copy began: its temp dir gone at
+      // shutdown, say) would hold its connection, and closing the client would wait for it forever.
+      if (response && !response.body.readableEnded) discard(response.body);
       await this.writer?.abort();
       markReady();
       this.emit('change');

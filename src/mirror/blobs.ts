@@ -71,6 +71,7 @@ export interface BlobResult {
 export class BlobService {
   private readonly downloads = new Map<string, BlobDownload>();
   private readAheads = 0;
+  private closing = false;
 
   constructor(
     private readonly store: BlobStore,
@@ -80,6 +81,15 @@ export class BlobService {
     private readonly events: BlobEvents = {},
     private readonly shared?: SharedTier,
   ) {}
+
+  /**
+   * Shutdown has begun: read no more ahead. A read-ahead starts when a download commits, which
+   * can be after shutdown took its list of downloads to wait for; nothing would wait for it, and
+   * it would fetch into a store being closed.
+   */
+  stopReadingAhead(): void {
+    this.closing = true;
+  }
 
   /** Downloads in progress (graceful shutdown waits for or aborts these). */
   inFlight(): BlobDownload[] {
@@ -155,7 +165,7 @@ export class BlobService {
     after.then(
       () => {
         const client = this.policy.offline ? undefined : route.upstream.client;
-        if (!client || this.readAheads >= MAX_READ_AHEADS) return;
+        if (!client || this.closing || this.readAheads >= MAX_READ_AHEADS) return;
         const next = this.catalogue.absentBlobsAfter(route.key, digest, MAX_READ_AHEADS + 1).find((b) => !this.downloads.has(b.digest));
         const parsed = next && parseDigest(next.digest);
         if (!next || !parsed?.ok) return;

@@ -121,6 +121,7 @@ export class Mirror {
    * removed, nothing half-written is recorded), then closes upstream connections and SQLite.
    */
   async close(graceMs = 10_000): Promise<void> {
+    this.blobs.stopReadingAhead();
     const running = this.blobs.inFlight();
     const settled = Promise.allSettled(running.map((d) => d.finished));
     let timer: NodeJS.Timeout | undefined;

@@ -138,4 +138,25 @@ describe('read-ahead', () => {
     }
     expect(m.logs.some((l) => l.includes('"reading ahead"'))).toBe(true);
   });
+
+  it('reads nothing ahead once shutdown has begun: the download under way is stored, nothing new is fetched', async () => {
+    // 256 KiB at 512 KiB/s: the layer is still arriving when the mirror is told to stop.
+    const slow = await startCountingProxy(registry.url, { bytesPerSecond: 512 * 1024 });
+    try {
+      const m = await freshMirror({ upstreams: [{ url: slow.url }] });
+      await resolveAmd64(m);
+      const [l0, l1] = amd64.layers.map((l) => l.digest) as [string, string];
+      const body = fetch(`${m.url}/v2/${image.repo}/blobs/${l0}`).then((r) => r.arrayBuffer(), () => undefined);
+      await vi.waitFor(() => expect(m.running.mirror.blobs.inFlight()).toHaveLength(1), { interval: 5 });
+      await m.stop();
+      await body.catch(() => undefined);
+      const hex = l0.slice('sha256:'.length);
+      expect(sha256(await readFile(join(m.dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex)))).toBe(l0);
+      // The read-ahead of l1 would start as l0 commits, after shutdown had listed what to wait for.
+      expect(slow.count('GET', `/blobs/${l1}`)).toBe(0);
+      expect(m.logs.filter((l) => l.includes('"reading ahead"'))).toEqual([]);
+    } finally {
+      await slow.stop();
+    }
+  });
 });

@@ -153,4 +153,15 @@ describe('BlobDownload', () => {
     await expect(download.finished).rejects.toThrow(/wrong content/);
     expect(existsSync(store.pathOf(d))).toBe(false);
   });
+
+  it('releases the source body when the store fails before the copy begins (its temp dir gone at shutdown)', async () => {
+    const bytes = randomBytes(300_000);
+    const upstream = upstreamOf(bytes);
+    await store.dispose(); // what shutdown does to the temp dir
+    const download = new BlobDownload(digestFor(bytes), store, upstream, bytes.length);
+    await expect(download.finished).rejects.toThrow(/ENOENT/);
+    expect(upstream.bodies).toHaveLength(1);
+    // Left unread, its connection would stay busy and closing the client would wait for it.
+    expect(upstream.bodies[0]!.destroyed).toBe(true);
+  });
 });
