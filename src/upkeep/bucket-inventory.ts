@@ -1,7 +1,7 @@
 import { manifestRecord } from '../mirror/records.js';
 import type { Bucket } from '../store/bucket.js';
 import { BucketSnapshot } from '../store/bucket-snapshot.js';
-import { inventory, type InventoryEntry } from './inventory.js';
+import { inventory, type InventoryEntry } from '../store/inventory.js';
 
 export type Tier = 'local' | 'bucket';
 
