@@ -11,6 +11,8 @@ import type { Server as HttpsServer } from 'node:https';
 import { createLogger, type Logger } from './log.js';
 import { Maintenance } from './upkeep/maintenance.js';
 import { Mirror } from './mirror/mirror.js';
+import { SignaturePolicies } from './signatures/policy.js';
+import { signatureGate } from './signatures/gate.js';
 
 export interface RunningMirror {
   mirror: Mirror;
@@ -25,6 +27,8 @@ export interface RunningMirror {
 export async function startMirror(config: MirrorConfig, log: Logger = createLogger(config.log.level)): Promise<RunningMirror> {
   // Certificate problems stop start-up before the store is opened, naming the file.
   const tls = config.tls ? await loadTls(config.tls) : undefined;
+  // So do signature keys: a missing or malformed key file is named before anything starts.
+  const policies = SignaturePolicies.load(config.signatures);
   const metrics = new Metrics();
   const auth = config.auth.enabled ? await Authenticator.create(config.auth) : undefined;
   const mirror = await Mirror.open(config, log, {
@@ -35,7 +39,8 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
   });
   incrementalMarking.streamsOnly(); // a server: marking back on whenever no blob streams through
   const pushApi = config.push.enabled ? createPushApi(mirror, config, log) : undefined;
-  const app = createApp({ mirror, log, metrics, auth, push: pushApi?.handler });
+  const signatures = policies.empty ? undefined : signatureGate(mirror, log, policies);
+  const app = createApp({ mirror, log, metrics, auth, push: pushApi?.handler, signatures });
   let server: RunningServer;
   try {
     server = await listen(app, config.host, config.port, tls);

@@ -7,6 +7,7 @@ import type { Mirror } from '../mirror/mirror.js';
 import type { Route } from '../mirror/routing.js';
 import { toClientError } from '../mirror/upstream-errors.js';
 import type { Logger } from '../log.js';
+import type { SignatureGate } from '../signatures/gate.js';
 import { errorReachedUpstream, trackUpstreamContact } from '../upstream/contact.js';
 import { hasRole, type Authenticator, type Identity } from './auth.js';
 import { catalogPage } from './catalog.js';
@@ -28,12 +29,14 @@ export interface AppDeps {
   metrics: Metrics;
   auth?: Authenticator;
   push?: PushHandler;
+  /** The signature policy: manifests of repositories under `enforce` are served only when signed. */
+  signatures?: SignatureGate;
 }
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
 
 /** The registry API in front of the mirror. Parsing and response shapes only; the policy lives in mirror/. */
-export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
+export function createApp({ mirror, log, metrics, auth, push, signatures }: AppDeps) {
   const app = new Hono<AppEnv>();
 
   app.use('*', async (c, next) => {
@@ -131,6 +134,13 @@ export function createApp({ mirror, log, metrics, auth, push }: AppDeps) {
     switch (path.kind) {
       case 'manifest': {
         const m = await tracked(c, () => mirror.manifests.get(route, path.reference, wantBody));
+        if (signatures) {
+          const admission = await tracked(c, () => signatures.admit(route, path.reference, m.digest));
+          if (!admission.allowed) {
+            metrics.signatureRefusals.inc({ repository: route.key });
+            throw admission.error;
+          }
+        }
         c.set('cache', m.source === 'store' ? 'hit' : m.source === 'stale' ? 'stale' : 'miss');
         metrics.cache.inc({ kind: 'manifest', result: c.get('cache')! });
         return manifestResponse(m, extra, c.req.header('if-none-match'));

@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ReferrersCatalogue } from './referrers-catalogue.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
+import { SignatureVerdicts } from './signature-verdicts.js';
 
 export interface ManifestRow {
   repo: string;
@@ -57,6 +58,8 @@ export class Catalogue {
   readonly db: Database.Database;
   /** Which stored manifests refer to which, and upstreams' referrers lists. */
   readonly referrers: ReferrersCatalogue;
+  /** The signature policy's verdicts per image digest (verified, unsigned, failed). */
+  readonly verdicts: SignatureVerdicts;
   private readonly stmts;
   private readonly touchedManifests = new Map<string, number>();
   private readonly touchedBlobs = new Map<string, number>();
@@ -71,6 +74,7 @@ export class Catalogue {
     this.db.pragma('foreign_keys = ON');
     this.migrate();
     this.referrers = new ReferrersCatalogue(this.db);
+    this.verdicts = new SignatureVerdicts(this.db);
     const db = this.db;
     this.stmts = {
       getManifest: db.prepare<[string, string], ManifestRow>(

@@ -1,0 +1,120 @@
+import { isDigestLike } from '../oci/digest.js';
+import { ociErrors, type OciError } from '../oci/errors.js';
+import { parseManifest } from '../oci/manifest.js';
+import { subjectOfTag } from '../oci/referrers.js';
+import type { Mirror } from '../mirror/mirror.js';
+import type { Route } from '../mirror/routing.js';
+import type { Logger } from '../log.js';
+import { MirrorSignatureSource } from './mirror-source.js';
+import { describeKeys, SignaturePolicies, type Policy } from './policy.js';
+import { verifySubject, type Verdict } from './verify.js';
+
+export interface Judgement {
+  policy: Policy;
+  verdict: Verdict;
+}
+
+export type Admission = { allowed: true; judgement?: Judgement } | { allowed: false; judgement: Judgement; error: OciError };
+
+/** Layers a runtime unpacks: an image with none of them (a signature, an SBOM) runs nothing. */
+const FILESYSTEM_LAYER = /^application\/vnd\.(?:oci\.image\.layer\.|docker\.image\.rootfs\.)/;
+
+/**
+ * The signature policy at work: which policy covers a repository, the verdict on an image
+ * (reached through the mirror, kept per digest in the catalogue until the signatures or the keys
+ * change), and whether a manifest may be served.
+ */
+export class SignatureGate {
+  constructor(
+    private readonly mirror: Mirror,
+    readonly policies: SignaturePolicies,
+    private readonly log: Logger,
+  ) {}
+
+  policyFor(route: Route): Policy | undefined {
+    return this.policies.for(route.key);
+  }
+
+  /**
+   * The verdict on a manifest of `route` under the policy that covers it (undefined: none does).
+   * Its own signature counts, and for a platform manifest, a signature of an index listing it.
+   */
+  async check(route: Route, digest: string): Promise<Judgement | undefined> {
+    const policy = this.policyFor(route);
+    if (!policy) return undefined;
+    const source = new MirrorSignatureSource(this.mirror, route);
+    const own = await this.verdictOn(source, route, digest, policy);
+    if (own.status === 'verified') return { policy, verdict: own };
+    const parents = [...new Set(this.mirror.catalogue.indexEntriesFor(route.key, digest).map((e) => e.index_digest))];
+    for (const parent of parents) {
+      const v = await this.verdictOn(source, route, parent, policy);
+      if (v.status === 'verified') return { policy, verdict: { ...v, reason: `its index ${parent} is signed: ${v.reason}` } };
+    }
+    return { policy, verdict: own };
+  }
+
+  /**
+   * Whether a manifest GET/HEAD may be answered: under `enforce` only a verified image (or a
+   * signature, SBOM or other artifact that runs nothing); under `warn` anything, logged.
+   */
+  async admit(route: Route, reference: string, digest: string): Promise<Admission> {
+    if (!this.policyFor(route) || (await this.isAttachment(route, reference, digest))) return { allowed: true };
+    const judgement = (await this.check(route, digest))!;
+    const { policy, verdict } = judgement;
+    if (verdict.status === 'verified') return { allowed: true, judgement };
+    const message = refusalMessage(route, reference, digest, judgement);
+    if (policy.mode === 'warn') {
+      this.log.warn('signature policy (warn): serving an image that does not verify', { repository: route.key, digest, status: verdict.status, reason: message });
+      return { allowed: true, judgement };
+    }
+    this.log.info('signature policy: refused', { repository: route.key, digest, status: verdict.status, reason: message });
+    return { allowed: false, judgement, error: ociErrors.denied(message, { repository: route.asked, digest, signature: verdict.status }) };
+  }
+
+  private async verdictOn(source: MirrorSignatureSource, route: Route, digest: string, policy: Policy): Promise<Verdict> {
+    let state: string;
+    try {
+      state = `${policy.fingerprint}|${await source.state(digest)}`;
+    } catch (e) {
+      return { status: 'failed', reason: `its signatures could not be looked up (${(e as Error).message.slice(0, 300)})`, transient: true };
+    }
+    const known = this.mirror.catalogue.verdicts.get(route.key, digest);
+    if (known && known.state === state) return { status: known.status, reason: known.reason, ...(known.signer ? { signer: known.signer } : {}) };
+    const verdict = await verifySubject(source, digest, policy.keys);
+    if (!verdict.transient) {
+      this.mirror.catalogue.verdicts.record({ repo: route.key, digest, status: verdict.status, reason: verdict.reason, signer: verdict.signer ?? null, state });
+    }
+    return verdict;
+  }
+
+  /** A signature, SBOM or attestation (no filesystem layer), or an index under a tag-scheme tag: not an image to judge. */
+  private async isAttachment(route: Route, reference: string, digest: string): Promise<boolean> {
+    const m = await this.mirror.manifests.get(route, digest, true);
+    const parsed = parseManifest(m.bytes!, m.mediaType);
+    if (!parsed.ok) return false;
+    if (parsed.manifest.kind === 'image') return !parsed.manifest.layers.some((l) => FILESYSTEM_LAYER.test(l.mediaType));
+    const tags = isDigestLike(reference) ? this.mirror.catalogue.tagsForDigest(route.key, digest) : [reference];
+    return tags.some((t) => subjectOfTag(t) !== undefined);
+  }
+}
+
+/** `ghcr.io/org/app:1.4 (sha256:…) has no signature by keys/org.pub: <why>`. */
+export function refusalMessage(route: Route, reference: string, digest: string, { policy, verdict }: Judgement): string {
+  const image = isDigestLike(reference) ? `${route.asked}@${digest}` : `${route.asked}:${reference} (${digest})`;
+  return `${image} has no signature by ${describeKeys(policy.keys)}: ${verdict.reason}`;
+}
+
+const gates = new WeakMap<Mirror, SignatureGate>();
+
+/**
+ * The mirror's signature gate, made once (serve makes it at start-up, so that a bad key file
+ * stops it; prefetch, sync and import share it). Loading the keys throws, naming a bad file.
+ */
+export function signatureGate(mirror: Mirror, log: Logger, policies?: SignaturePolicies): SignatureGate {
+  let gate = gates.get(mirror);
+  if (!gate) {
+    gate = new SignatureGate(mirror, policies ?? SignaturePolicies.load(mirror.config.signatures), log);
+    gates.set(mirror, gate);
+  }
+  return gate;
+}
