@@ -1,6 +1,7 @@
 import { isDigestLike } from '../oci/digest.js';
 import { ociErrors, type OciError } from '../oci/errors.js';
 import { parseManifest } from '../oci/manifest.js';
+import { parsePlatform } from '../oci/platform.js';
 import { subjectOfTag } from '../oci/referrers.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Route } from '../mirror/routing.js';
@@ -50,7 +51,25 @@ export class SignatureGate {
       const v = await this.verdictOn(source, route, parent, policy);
       if (v.status === 'verified') return { policy, verdict: { ...v, reason: `its index ${parent} is signed: ${v.reason}` } };
     }
+    // An index whose platform manifests carry the signatures: each child is judged when pulled.
+    if (this.mirror.catalogue.getManifest(route.key, digest)?.kind === 'index') {
+      for (const child of this.carriedChildren(route, digest)) {
+        const v = await this.verdictOn(source, route, child, policy);
+        if (v.status === 'verified') return { policy, verdict: { ...v, reason: `its platform manifest ${child} is signed: ${v.reason}` } };
+      }
+    }
     return { policy, verdict: own };
+  }
+
+  private carriedChildren(route: Route, index: string): string[] {
+    return this.mirror.catalogue
+      .childrenOf(route.key, index)
+      .filter((c) => c.attestation_for === null && c.platform !== null)
+      .filter((c) => {
+        const p = parsePlatform(c.platform!);
+        return p !== undefined && this.mirror.allowList.allows(p);
+      })
+      .map((c) => c.child_digest);
   }
 
   /**
