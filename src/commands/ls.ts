@@ -6,7 +6,8 @@ const USAGE = `Usage: sparse-mirror ls [repo] [--json]
 
 Lists what the mirror holds: repository, tag, index digest, platforms present, platforms the
 index lists that are not mirrored, how many signatures, SBOMs and attestations of the image it
-holds (referrers and cosign's tags; those tags are not listed as images), size on disk. [repo]
+holds (referrers and cosign's tags; those tags are not listed as images), whether the signature
+policy found it verified, unsigned or failed (- when no policy judged it), size on disk. [repo]
 filters by repository or prefix (docker.io/library/alpine, docker.io).
 
   --json             one JSON array, for scripts
@@ -38,9 +39,10 @@ export const lsCommand: Command = {
         count(e.signatures),
         count(e.sboms),
         count(e.attestations),
+        e.signature ?? '-',
         formatBytes(e.bytes),
       ]);
-      printTable(['REPOSITORY', 'TAG', 'DIGEST', 'PLATFORMS', 'NOT MIRRORED', 'SIGNATURES', 'SBOMS', 'ATTESTATIONS', 'SIZE'], rows);
+      printTable(['REPOSITORY', 'TAG', 'DIGEST', 'PLATFORMS', 'NOT MIRRORED', 'SIGNATURES', 'SBOMS', 'ATTESTATIONS', 'SIGNED', 'SIZE'], rows);
       return 0;
     } finally {
       await ctx.close();

@@ -8,7 +8,7 @@ import type { Route } from '../mirror/routing.js';
 import type { Logger } from '../log.js';
 import { MirrorSignatureSource } from './mirror-source.js';
 import { describeKeys, SignaturePolicies, type Policy } from './policy.js';
-import { verifySubject, type Verdict } from './verify.js';
+import { isArtifact, verifyImage, verifySubject, type Verdict } from './verify.js';
 
 export interface Judgement {
   policy: Policy;
@@ -16,9 +16,6 @@ export interface Judgement {
 }
 
 export type Admission = { allowed: true; judgement?: Judgement } | { allowed: false; judgement: Judgement; error: OciError };
-
-/** Layers a runtime unpacks: an image with none of them (a signature, an SBOM) runs nothing. */
-const FILESYSTEM_LAYER = /^application\/vnd\.(?:oci\.image\.layer\.|docker\.image\.rootfs\.)/;
 
 /**
  * The signature policy at work: which policy covers a repository, the verdict on an image
@@ -44,21 +41,12 @@ export class SignatureGate {
     const policy = this.policyFor(route);
     if (!policy) return undefined;
     const source = new MirrorSignatureSource(this.mirror, route);
-    const own = await this.verdictOn(source, route, digest, policy);
-    if (own.status === 'verified') return { policy, verdict: own };
-    const parents = [...new Set(this.mirror.catalogue.indexEntriesFor(route.key, digest).map((e) => e.index_digest))];
-    for (const parent of parents) {
-      const v = await this.verdictOn(source, route, parent, policy);
-      if (v.status === 'verified') return { policy, verdict: { ...v, reason: `its index ${parent} is signed: ${v.reason}` } };
-    }
-    // An index whose platform manifests carry the signatures: each child is judged when pulled.
-    if (this.mirror.catalogue.getManifest(route.key, digest)?.kind === 'index') {
-      for (const child of this.carriedChildren(route, digest)) {
-        const v = await this.verdictOn(source, route, child, policy);
-        if (v.status === 'verified') return { policy, verdict: { ...v, reason: `its platform manifest ${child} is signed: ${v.reason}` } };
-      }
-    }
-    return { policy, verdict: own };
+    const { catalogue } = this.mirror;
+    const verdict = await verifyImage((d) => this.verdictOn(source, route, d, policy), digest, {
+      parents: [...new Set(catalogue.indexEntriesFor(route.key, digest).map((e) => e.index_digest))],
+      children: catalogue.getManifest(route.key, digest)?.kind === 'index' ? this.carriedChildren(route, digest) : [],
+    });
+    return { policy, verdict };
   }
 
   private carriedChildren(route: Route, index: string): string[] {
@@ -111,7 +99,7 @@ export class SignatureGate {
     const m = await this.mirror.manifests.get(route, digest, true);
     const parsed = parseManifest(m.bytes!, m.mediaType);
     if (!parsed.ok) return false;
-    if (parsed.manifest.kind === 'image') return !parsed.manifest.layers.some((l) => FILESYSTEM_LAYER.test(l.mediaType));
+    if (parsed.manifest.kind === 'image') return isArtifact(parsed.manifest);
     const tags = isDigestLike(reference) ? this.mirror.catalogue.tagsForDigest(route.key, digest) : [reference];
     return tags.some((t) => subjectOfTag(t) !== undefined);
   }

@@ -2,7 +2,7 @@
 // under its `sha256-<hex>.sig` tag, or a Sigstore bundle referrer. Where the signatures come from
 // (through the mirror, or from an OCI layout being imported) is the source's business.
 import { MAX_SIGNATURE_PAYLOAD_BYTES, signedDigest, simpleSigningLayers, verifiesOver } from '../oci/cosign-signature.js';
-import { parseManifest } from '../oci/manifest.js';
+import { parseManifest, type ParsedManifest } from '../oci/manifest.js';
 import { cosignTag, type ReferrerDescriptor } from '../oci/referrers.js';
 import type { VerdictStatus } from '../store/signature-verdicts.js';
 import type { NamedKey } from './keys.js';
@@ -33,6 +33,33 @@ const MAX_CANDIDATES = 16;
 
 export function isSignatureReferrer(d: ReferrerDescriptor): boolean {
   return d.artifactType !== undefined && SIGSTORE_BUNDLE_TYPES.has(d.artifactType);
+}
+
+/** Layers a runtime unpacks: a manifest with none of them (a signature, an SBOM) runs nothing. */
+const FILESYSTEM_LAYER = /^application\/vnd\.(?:oci\.image\.layer\.|docker\.image\.rootfs\.)/;
+
+/** A signature, SBOM, attestation or other artifact: an image manifest without a filesystem layer. */
+export function isArtifact(manifest: ParsedManifest): boolean {
+  return manifest.kind === 'image' && !manifest.layers.some((l) => FILESYSTEM_LAYER.test(l.mediaType));
+}
+
+/**
+ * The verdict on an image: its own signature; else, for a platform manifest, one of the indexes
+ * listing it (`parents`); else, for an index, one of its carried platform manifests (`children`),
+ * each of which is judged on its own when pulled.
+ */
+export async function verifyImage(verdictOn: (digest: string) => Promise<Verdict>, digest: string, related: { parents: string[]; children: string[] }): Promise<Verdict> {
+  const own = await verdictOn(digest);
+  if (own.status === 'verified') return own;
+  for (const parent of related.parents) {
+    const v = await verdictOn(parent);
+    if (v.status === 'verified') return { ...v, reason: `its index ${parent} is signed: ${v.reason}` };
+  }
+  for (const child of related.children) {
+    const v = await verdictOn(child);
+    if (v.status === 'verified') return { ...v, reason: `its platform manifest ${child} is signed: ${v.reason}` };
+  }
+  return own;
 }
 
 export async function verifySubject(source: SignatureSource, subject: string, keys: NamedKey[]): Promise<Verdict> {

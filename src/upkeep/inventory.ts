@@ -1,5 +1,6 @@
 import { classifyArtifact, subjectOfTag, type ArtifactKind } from '../oci/referrers.js';
 import type { Catalogue } from '../store/catalogue.js';
+import type { VerdictStatus } from '../store/signature-verdicts.js';
 import type { ReferrerRow } from '../store/referrers-catalogue.js';
 
 export interface InventoryEntry {
@@ -21,6 +22,8 @@ export interface InventoryEntry {
   signatures: number;
   sboms: number;
   attestations: number;
+  /** The signature policy's last verdict on the image (absent: no policy covered it when it was pulled, prefetched or imported). */
+  signature?: VerdictStatus;
 }
 
 /**
@@ -74,9 +77,15 @@ export function inventory(catalogue: Catalogue, repoFilter?: string): InventoryE
       signatures: counts.signature,
       sboms: counts.sbom,
       attestations: counts.attestation,
+      ...signatureOf(catalogue, t.repo, t.digest),
     });
   }
   return out;
+}
+
+function signatureOf(catalogue: Catalogue, repo: string, digest: string): { signature?: VerdictStatus } {
+  const v = catalogue.verdicts.get(repo, digest);
+  return v ? { signature: v.status } : {};
 }
 
 interface StoredReferrers {
