@@ -134,7 +134,10 @@ export function createApp({ mirror, log, metrics, auth, push, signatures }: AppD
     switch (path.kind) {
       case 'manifest': {
         const m = await tracked(c, () => mirror.manifests.get(route, path.reference, wantBody));
-        if (signatures) {
+        // The signature policy judges the GET that delivers a manifest. A HEAD (digest and size,
+        // no content) answers: containerd resolves a tag with HEAD and shows no message for a
+        // refused HEAD, while it does show the GET's.
+        if (signatures && wantBody) {
           const admission = await tracked(c, () => signatures.admit(route, path.reference, m.digest));
           if (!admission.allowed) {
             metrics.signatureRefusals.inc({ repository: route.key });

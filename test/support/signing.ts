@@ -3,6 +3,7 @@
 import { createHash, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { pushBlob, putManifest } from './images.js';
 
 export const COSIGN = {
   simpleSigning: 'application/vnd.dev.cosign.simplesigning.v1+json',
@@ -183,4 +184,10 @@ export function sigstoreMessageBundle(artifact: Buffer, key: KeyObject): Buffer 
 /** The OCI referrer cosign 3 attaches a bundle as: artifactType the bundle's, the bundle its one layer. */
 export function bundleReferrer(subject: Descriptor, bundle: Buffer): Artifact {
   return referrerArtifact(subject, COSIGN.sigstoreBundle, bundle, { 'dev.sigstore.bundle.content': 'dsse-envelope', 'dev.sigstore.bundle.predicateType': SIGN_PREDICATE });
+}
+
+/** Pushes an artifact's blobs, then its manifest under `tag` (default: by digest). */
+export async function pushArtifact(url: string, repo: string, a: Artifact, tag?: string): Promise<void> {
+  for (const b of a.blobs) await pushBlob(url, repo, b);
+  await putManifest(url, repo, tag ?? a.digest, a.bytes, OCI_MANIFEST);
 }
