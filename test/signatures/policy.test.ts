@@ -237,6 +237,19 @@ describe('signature policy', () => {
     }
   });
 
+  it('export under enforce carries the signed images and refuses an unsigned one, naming it', async () => {
+    const m = await fx.startMirror({ upstreams: [upstream(fx.registry.url)], signatures: policy('warn') });
+    for (const n of ['cosign', 'unsigned'] as const) await prefetchImage(m.running.mirror, `${key(n)}:1.0`);
+    await m.stop();
+    const enforcing = await fx.startMirror({ upstreams: [upstream(fx.registry.url)], dataDir: m.dataDir, signatures: policy('enforce') });
+    const dir = await fx.tempDir('sig-export-');
+    const ok = await exportImages(enforcing.running.mirror, [`${key('cosign')}:1.0`], join(dir, 'signed'));
+    expect(ok.images.map((i) => i.name)).toEqual([`${key('cosign')}:1.0`]);
+    await expect(exportImages(enforcing.running.mirror, [`${key('cosign')}:1.0`, `${key('unsigned')}:1.0`], join(dir, 'mixed'))).rejects.toThrow(
+      `nothing exported:\n  ${key('unsigned')}:1.0: refused by the signature policy: ${message(fx.images, 'unsigned')}`,
+    );
+  });
+
   describe('export, then import with --require-signatures into an offline store', () => {
     let layout: string;
     let build: CliBuild;
