@@ -17,6 +17,8 @@ export const SIGSTORE_BUNDLE_TYPES: ReadonlySet<string> = new Set([
 export const MAX_BUNDLE_BYTES = 256 * 1024;
 
 const IN_TOTO = 'application/vnd.in-toto+json';
+/** What `cosign sign` states; an attestation (SBOM, provenance, scan) is not a signature of the image. */
+const SIGN_PREDICATE = 'https://sigstore.dev/cosign/sign/v1';
 const NO_AUTHORITIES = {
   mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
   tlogs: [],
@@ -27,13 +29,15 @@ const NO_AUTHORITIES = {
 
 const statementSchema = z.object({
   subject: z.array(z.object({ digest: z.record(z.string(), z.string()) })).max(1000),
+  predicateType: z.string(),
 });
 
 export type BundleCheck = { ok: true; key: NamedKey } | { ok: false; reason: string };
 
 /**
  * Whether a bundle is one of `keys`' signatures of `subject` (an image digest): a DSSE envelope
- * whose in-toto statement names the digest (what `cosign sign` writes), or a message signature
+ * whose in-toto statement names the digest with cosign's sign predicate (what `cosign sign`
+ * writes; an attestation is not a signature), or a message signature
  * over the manifest's bytes (`subjectBytes`, asked for only then). Transparency-log entries and
  * timestamps in the bundle are not checked: there is no trust root for them here.
  */
@@ -55,6 +59,7 @@ export async function checkBundle(text: Buffer, subject: string, keys: NamedKey[
     if (env.payloadType !== IN_TOTO) return { ok: false, reason: `its DSSE payload is ${env.payloadType.slice(0, 80)}, not an in-toto statement` };
     const named = statementSubjects(env.payload, algorithm);
     if (!named.ok) return named;
+    if (named.predicateType !== SIGN_PREDICATE) return { ok: false, reason: `it is an attestation (${named.predicateType.slice(0, 100)}), not a signature` };
     if (!named.digests.includes(hex)) {
       return { ok: false, reason: `it is over ${named.digests.map((d) => `${algorithm}:${d}`).join(', ') || 'no digest'}, not ${subject}` };
     }
@@ -70,10 +75,12 @@ export async function checkBundle(text: Buffer, subject: string, keys: NamedKey[
   return { ok: false, reason: 'its signature does not verify' };
 }
 
-function statementSubjects(payload: Buffer, algorithm: string): { ok: true; digests: string[] } | { ok: false; reason: string } {
+function statementSubjects(payload: Buffer, algorithm: string): { ok: true; digests: string[]; predicateType: string } | { ok: false; reason: string } {
   try {
     const parsed = statementSchema.safeParse(JSON.parse(payload.toString('utf8')));
-    if (parsed.success) return { ok: true, digests: parsed.data.subject.map((s) => s.digest[algorithm] ?? '').filter(Boolean) };
+    if (parsed.success) {
+      return { ok: true, digests: parsed.data.subject.map((s) => s.digest[algorithm] ?? '').filter(Boolean), predicateType: parsed.data.predicateType };
+    }
   } catch {
     // not JSON: said below
   }

@@ -183,12 +183,13 @@ describe('verification', () => {
     expect(await verifySubject(source((s) => s.add(message, { subject })), subject, [k.named])).toMatchObject({ status: 'verified' });
   });
 
-  it('a bundle over another digest, by another key, or not a bundle at all: failed, with the reason', async () => {
+  it('a bundle over another digest, by another key, an attestation, or not a bundle at all: failed, with the reason', async () => {
     const k = keyed();
     const other = sha256(Buffer.from('another image'));
     const cases: Array<[Buffer, RegExp]> = [
       [sigstoreDsseBundle(other, k.privateKey), new RegExp(`is over ${other}, not ${subject}`)],
       [sigstoreDsseBundle(subject, keyed().privateKey), /its signature does not verify/],
+      [sigstoreDsseBundle(subject, k.privateKey, 'https://slsa.dev/provenance/v1'), /it is an attestation \(https:\/\/slsa\.dev\/provenance\/v1\), not a signature/],
       [sigstoreMessageBundle(Buffer.from('other bytes'), k.privateKey), /is over sha256:[0-9a-f]{64}, not/],
       [Buffer.from('{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}'), /not a valid Sigstore bundle/],
       [Buffer.from('\u0000garbage'), /not a valid Sigstore bundle/],

@@ -153,10 +153,10 @@ function pae(payloadType: string, payload: Buffer): Buffer {
  * an in-toto statement naming the image digest, predicate type cosign/sign/v1, the key as hint.
  * No transparency-log entry (as with --tlog-upload=false).
  */
-export function sigstoreDsseBundle(digest: string, key: KeyObject): Buffer {
+export function sigstoreDsseBundle(digest: string, key: KeyObject, predicateType = SIGN_PREDICATE): Buffer {
   const [algorithm, hex] = digest.split(':') as [string, string];
   const statement = Buffer.from(
-    JSON.stringify({ _type: 'https://in-toto.io/Statement/v1', subject: [{ name: '', digest: { [algorithm]: hex } }], predicateType: SIGN_PREDICATE, predicate: {} }),
+    JSON.stringify({ _type: 'https://in-toto.io/Statement/v1', subject: [{ name: '', digest: { [algorithm]: hex } }], predicateType, predicate: {} }),
   );
   return Buffer.from(
     JSON.stringify({
