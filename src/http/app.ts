@@ -134,6 +134,8 @@ export function createApp({ mirror, log, metrics, auth, push, signatures }: AppD
     switch (path.kind) {
       case 'manifest': {
         const m = await tracked(c, () => mirror.manifests.get(route, path.reference, wantBody));
+        c.set('cache', m.source === 'store' ? 'hit' : m.source === 'stale' ? 'stale' : 'miss');
+        metrics.cache.inc({ kind: 'manifest', result: c.get('cache')! });
         // The signature policy judges the GET that delivers a manifest. A HEAD (digest and size,
         // no content) answers: containerd resolves a tag with HEAD and shows no message for a
         // refused HEAD, while it does show the GET's.
@@ -144,8 +146,6 @@ export function createApp({ mirror, log, metrics, auth, push, signatures }: AppD
             throw admission.error;
           }
         }
-        c.set('cache', m.source === 'store' ? 'hit' : m.source === 'stale' ? 'stale' : 'miss');
-        metrics.cache.inc({ kind: 'manifest', result: c.get('cache')! });
         return manifestResponse(m, extra, c.req.header('if-none-match'));
       }
       case 'blob': {
