@@ -71,10 +71,11 @@ export async function screenLayout(
     const key = e.target.route.key;
     const policy = gate.policyFor(e.target.route);
     const reference = e.target.tag ?? e.desc.digest;
+    const shown = e.target.tag ? `${key}:${e.target.tag} (${e.desc.digest})` : `${key}@${e.desc.digest}`;
     const children = e.manifest.kind === 'index' ? indexChildren(e.manifest).filter((c) => c.attestationFor === undefined && c.platform && mirror.allowList.allows(c.platform)).map((c) => c.descriptor.digest) : [];
     let refusal: string | undefined;
     if (!policy) {
-      if (requireSignatures) refusal = `${e.target.route.key}:${reference} (${e.desc.digest}): no signature policy covers ${key}, and --require-signatures admits only images signed by a policy's keys`;
+      if (requireSignatures) refusal = `${shown}: no signature policy covers ${key}, and --require-signatures admits only images signed by a policy's keys`;
     } else {
       const verdict = await verifyImage((d) => verifySubject(source.for(key), d, policy.keys), e.desc.digest, { parents: [], children });
       const judgement = { policy, verdict };

@@ -35,7 +35,8 @@ export class SignatureGate {
 
   /**
    * The verdict on a manifest of `route` under the policy that covers it (undefined: none does).
-   * Its own signature counts, and for a platform manifest, a signature of an index listing it.
+   * Its own signature counts; for a platform manifest, a signature of an index listing it; for an
+   * index, a signature of one of its carried platform manifests.
    */
   async check(route: Route, digest: string): Promise<Judgement | undefined> {
     const policy = this.policyFor(route);
@@ -61,7 +62,7 @@ export class SignatureGate {
   }
 
   /**
-   * Whether a manifest GET/HEAD may be answered: under `enforce` only a verified image (or a
+   * Whether a manifest may be served: under `enforce` only a verified image (or a
    * signature, SBOM or other artifact that runs nothing); under `warn` anything, logged.
    */
   async admit(route: Route, reference: string, digest: string): Promise<Admission> {

@@ -22,7 +22,7 @@ export interface InventoryEntry {
   signatures: number;
   sboms: number;
   attestations: number;
-  /** The signature policy's last verdict on the image (absent: no policy covered it when it was pulled, prefetched or imported). */
+  /** The signature policy's last verdict on the image (absent: no policy judged it when it was pulled, prefetched or imported). */
   signature?: VerdictStatus;
 }
 
@@ -77,15 +77,20 @@ export function inventory(catalogue: Catalogue, repoFilter?: string): InventoryE
       signatures: counts.signature,
       sboms: counts.sbom,
       attestations: counts.attestation,
-      ...signatureOf(catalogue, t.repo, t.digest),
+      ...signatureOf(catalogue, t.repo, held),
     });
   }
   return out;
 }
 
-function signatureOf(catalogue: Catalogue, repo: string, digest: string): { signature?: VerdictStatus } {
-  const v = catalogue.verdicts.get(repo, digest);
-  return v ? { signature: v.status } : {};
+/**
+ * The image's verdict as the policy judges it: verified when its index or one of its platform
+ * manifests is (each platform manifest is judged again when pulled), else the index's own.
+ */
+function signatureOf(catalogue: Catalogue, repo: string, held: string[]): { signature?: VerdictStatus } {
+  const verdicts = held.map((d) => catalogue.verdicts.get(repo, d)).filter((v) => v !== undefined);
+  if (verdicts.length === 0) return {};
+  return { signature: verdicts.some((v) => v.status === 'verified') ? 'verified' : verdicts[0]!.status };
 }
 
 interface StoredReferrers {

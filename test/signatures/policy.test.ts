@@ -170,6 +170,7 @@ describe('signature policy', () => {
     expect(verdicts.get(key('wrong'), fx.images.wrong.digest)).toMatchObject({ status: 'failed' });
     const listed = new Map(inventory(m.running.mirror.catalogue).map((e) => [e.repository, e.signature]));
     expect(listed.get(key('cosign'))).toBe('verified');
+    expect(listed.get(key('child'))).toBe('verified'); // through its signed linux/amd64 manifest
     expect(listed.get(key('unsigned'))).toBe('unsigned');
     expect(listed.get(key('stranger'))).toBe('failed');
     // The mirror took all that in its stride.
