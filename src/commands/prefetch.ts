@@ -59,7 +59,7 @@ export const prefetchCommand: Command = {
           const r = await prefetchImage(ctx.mirror, ref, { onProgress: bar.update, ...(values['no-referrers'] ? { referrers: false } : {}) });
           for (const p of r.attachmentProblems) process.stderr.write(`${r.ref}  warning: ${p}\n`);
           if (r.refused) {
-            bar.fail(`refused by the signature policy: ${r.refused}`);
+            bar.fail(`not signed as the signature policy asks: ${r.refused}`, 'REFUSED');
             refused++;
             continue;
           }
@@ -117,8 +117,8 @@ function progressPrinter(ref: string) {
       const line = `${r.ref}  ${r.digest || '-'}  platforms ${r.platformsFetched.join(',') || '-'}  skipped ${r.platformsSkipped.join(',') || '-'}  fetched ${formatBytes(r.bytesFetched)} (${rate(r.bytesFetched)}), present ${formatBytes(r.bytesPresent)}`;
       process.stderr.write(tty ? `\r\x1b[K${line}\n` : `${line}\n`);
     },
-    fail: (message: string) => {
-      process.stderr.write(`${tty ? '\r\x1b[K' : ''}${ref}  FAILED: ${message}\n`);
+    fail: (message: string, label = 'FAILED') => {
+      process.stderr.write(`${tty ? '\r\x1b[K' : ''}${ref}  ${label}: ${message}\n`);
     },
   };
 }

@@ -238,6 +238,20 @@ describe('signature policy', () => {
     }
   });
 
+  it('sync skips and reports an unsigned image, and keeps the signed one fresh', async () => {
+    const m = await fx.startMirror({
+      upstreams: [upstream(fx.registry.url)],
+      signatures: policy('enforce'),
+      sync: { images: [`${key('unsigned')}:1.0`, `${key('cosign')}:1.0`], intervalSeconds: 3600 },
+    });
+    await m.running.maintenance.sync();
+    const lines = m.logs.map((l) => JSON.parse(l) as { msg: string; ref?: string; reason?: string });
+    expect(lines.find((l) => l.msg === 'sync: image skipped: not signed as the signature policy asks')).toMatchObject({ reason: message(fx.images, 'unsigned') });
+    expect(lines.find((l) => l.msg === 'sync: image fresh')?.ref).toBe(`${key('cosign')}:1.0`);
+    const amd64 = fx.images.unsigned.children[0]!;
+    expect(m.running.mirror.catalogue.getManifest(key('unsigned'), amd64.digest)).toBeUndefined();
+  });
+
   it('export under enforce carries the signed images and refuses an unsigned one, naming it', async () => {
     const m = await fx.startMirror({ upstreams: [upstream(fx.registry.url)], signatures: policy('warn') });
     for (const n of ['cosign', 'unsigned'] as const) await prefetchImage(m.running.mirror, `${key(n)}:1.0`);
@@ -300,7 +314,7 @@ describe('signature policy', () => {
       }
     });
 
-    it('the CLI: import --require-signatures refuses an image no policy covers; ls shows the verdicts; a malformed key stops serve, naming the file', async () => {
+    it('the CLI: import --require-signatures refuses an image no policy covers; ls shows the verdicts; prefetch reports a refusal; a malformed key stops serve, naming the file', async () => {
       const data = join(work, 'data');
       const base = { dataDir: data, offline: true, upstreams: [upstream('http://127.0.0.1:9')] };
       const uncovered = await writeConfigFile(join(work, 'none.config.mjs'), base);
@@ -319,6 +333,12 @@ describe('signature policy', () => {
       expect(rows[0]).toMatch(/\bSIGNED\b/);
       expect(rows.filter((r) => r.startsWith(`${key('cosign')} `))[0]).toMatch(/\sverified\s/);
       expect(rows.some((r) => r.startsWith(`${key('unsigned')} `))).toBe(false);
+
+      const online = await writeConfigFile(join(work, 'online.config.mjs'), { dataDir: join(work, 'online'), upstreams: [upstream(fx.registry.url)], signatures: policy('enforce') });
+      const prefetched = await runCli(build, ['prefetch', `${key('cosign')}:1.0`, `${key('unsigned')}:1.0`], { config: online });
+      expect(prefetched.code).toBe(1);
+      expect(prefetched.stderr).toContain(`${key('unsigned')}:1.0  REFUSED: not signed as the signature policy asks: ${message(fx.images, 'unsigned')}`);
+      expect(prefetched.stdout).toMatch(/images:\s+1 fetched, 1 refused \(not signed as the signature policy asks\)/);
 
       await mkdir(join(work, 'keys'));
       const bad = join(work, 'keys', 'broken.pub');
