@@ -79,6 +79,26 @@ export class SignatureGate {
     return { allowed: false, judgement, error: ociErrors.denied(message, { repository: route.asked, digest, signature: verdict.status }) };
   }
 
+  /**
+   * Whether a blob may be served: under `enforce`, only one that a verified image or an artifact
+   * of this repository references, so that an image refused as a whole is not had layer by layer.
+   */
+  async admitBlob(route: Route, digest: string): Promise<Admission> {
+    const policy = this.policyFor(route);
+    if (!policy || policy.mode === 'warn') return { allowed: true };
+    const users = this.mirror.catalogue.manifestsUsingBlob(route.key, digest);
+    let last: Judgement | undefined;
+    for (const m of users) {
+      if (await this.isAttachment(route, m, m)) return { allowed: true };
+      last = (await this.check(route, m))!;
+      if (last.verdict.status === 'verified') return { allowed: true, judgement: last };
+    }
+    const why = users.length === 0 ? 'no image stored here references it' : `the manifest that uses it, ${users[0]}, is not signed (${last?.verdict.reason})`;
+    const judgement = last ?? { policy, verdict: { status: 'unsigned' as const, reason: why } };
+    const message = `blob ${digest} of ${route.asked} belongs to no image signed by ${describeKeys(policy.keys)}: ${why}`;
+    return { allowed: false, judgement, error: ociErrors.denied(message, { repository: route.asked, digest, signature: judgement.verdict.status }) };
+  }
+
   private async verdictOn(source: MirrorSignatureSource, route: Route, digest: string, policy: Policy): Promise<Verdict> {
     let state: string;
     try {

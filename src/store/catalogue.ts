@@ -221,6 +221,16 @@ export class Catalogue {
     return this.stmts.blobReferenced.get(repo, digest);
   }
 
+  /** The stored manifests of this repository that reference the blob (what the signature policy judges a blob by). */
+  manifestsUsingBlob(repo: string, digest: string): string[] {
+    this.usingBlob ??= this.db.prepare<[string, string], { manifest_digest: string }>(
+      'SELECT manifest_digest FROM manifest_blobs WHERE repo = ? AND blob_digest = ?',
+    );
+    return this.usingBlob.all(repo, digest).map((r) => r.manifest_digest);
+  }
+
+  private usingBlob?: Database.Statement<[string, string], { manifest_digest: string }>;
+
   /**
    * Blobs not stored of the image manifest that lists `digest` in this repository, in the order a
    * client pulling it one by one asks for them next: those after it, then those before it.

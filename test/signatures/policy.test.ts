@@ -141,7 +141,7 @@ describe('signature policy', () => {
     expect(refused.stderr).toContain(`${ALIAS}/${repo('child')}@${arm64.digest} has no signature by ${keyPath}: no ${schemeTag(arm64.digest, 'sig')} tag and no signature referrer`);
   });
 
-  it('the refusal is a 403 DENIED for a GET by tag or digest (a HEAD answers); signatures themselves are served; verdicts are kept, counted and listed', async () => {
+  it('the refusal is a 403 DENIED for a GET by tag or digest (a HEAD answers), and for the blobs of a refused manifest; signatures themselves are served; verdicts are kept, counted and listed', async () => {
     const m = fx.mirror;
     const unsigned = fx.images.unsigned;
     for (const ref of ['1.0', unsigned.digest]) {
@@ -158,6 +158,19 @@ describe('signature policy', () => {
     // cosign verifying through the mirror still gets the signature manifest.
     const sig = await fetch(`${m.url}/v2/${ALIAS}/${repo('cosign')}/manifests/${schemeTag(fx.images.cosign.digest, 'sig')}`);
     expect(sig.status).toBe(200);
+
+    // Nor is a refused image had layer by layer: the arm64 manifest of `child` was refused above.
+    const platform = (a: string) => fx.images.child.children.find((c) => c.platform?.architecture === a)!;
+    const [amd64, arm64] = [platform('amd64'), platform('arm64')];
+    const blob = (digest: string) => fetch(`${m.url}/v2/${ALIAS}/${repo('child')}/blobs/${digest}`);
+    const refusedBlob = await blob(arm64.layers[0]!.digest);
+    expect(refusedBlob.status).toBe(403);
+    expect(((await refusedBlob.json()) as { errors: Array<{ message: string }> }).errors[0]!.message).toBe(
+      `blob ${arm64.layers[0]!.digest} of ${ALIAS}/${repo('child')} belongs to no image signed by ${keyPath}: the manifest that uses it, ${arm64.digest}, is not signed (no ${schemeTag(arm64.digest, 'sig')} tag and no signature referrer)`,
+    );
+    expect((await blob(amd64.layers[0]!.digest)).status).toBe(200);
+    const payload = (JSON.parse(Buffer.from(await sig.arrayBuffer()).toString()) as { layers: Array<{ digest: string }> }).layers[0]!.digest;
+    expect((await fetch(`${m.url}/v2/${ALIAS}/${repo('cosign')}/blobs/${payload}`)).status).toBe(200);
 
     const metrics = await (await fetch(`${m.url}/metrics`)).text();
     expect(metrics).toMatch(new RegExp(`sparse_mirror_signature_refusals_total\\{repository="${ALIAS}/sig/unsigned"\\} [1-9]`));
