@@ -327,6 +327,20 @@ describe('signature policy', () => {
       }
     });
 
+    it('without the flag, an enforce policy of the importing side refuses the same; a warn policy imports all, verdicts recorded', async () => {
+      const enforcing = await fx.startMirror({ offline: true, upstreams: [upstream('http://127.0.0.1:9')], signatures: policy('enforce') });
+      const refused = await importLayout(enforcing.running.mirror, layout);
+      expect(refused.failures.filter((f) => f.error.includes('has no signature by')).map((f) => f.name).sort()).toEqual(REFUSED.map((n) => `${key(n)}:1.0`).sort());
+      const warning = await fx.startMirror({ offline: true, upstreams: [upstream('http://127.0.0.1:9')], signatures: policy('warn') });
+      const all = await importLayout(warning.running.mirror, layout);
+      expect(all.failures).toEqual([]);
+      const unsigned = all.images.find((i) => i.name === `${key('unsigned')}:1.0`);
+      expect(unsigned?.signature).toEqual({ status: 'unsigned', reason: why(fx.images, 'unsigned') });
+      expect(all.images.find((i) => i.name === `${key('cosign')}:1.0`)?.signature?.status).toBe('verified');
+      const listed = new Map(inventory(warning.running.mirror.catalogue).map((e) => [e.repository, e.signature]));
+      expect(listed.get(key('stranger'))).toBe('failed');
+    });
+
     it('the CLI: import --require-signatures refuses an image no policy covers; ls shows the verdicts; prefetch reports a refusal; a malformed key stops serve, naming the file', async () => {
       const data = join(work, 'data');
       const base = { dataDir: data, offline: true, upstreams: [upstream('http://127.0.0.1:9')] };
