@@ -11,6 +11,7 @@ export const COSIGN_SIGNATURE_ANNOTATION = 'dev.cosignproject.cosign/signature';
 export const MAX_SIGNATURE_PAYLOAD_BYTES = 64 * 1024;
 /** A base64 signature of the largest key cosign makes (RSA-4096) is under 700 characters. */
 const MAX_SIGNATURE_CHARS = 4096;
+const MAX_SIGNATURE_LAYERS = 16;
 
 export interface SimpleSigningLayer {
   /** The payload blob. */
@@ -27,7 +28,8 @@ export function simpleSigningLayers(manifest: ParsedManifest): { layers: SimpleS
   const layers: SimpleSigningLayer[] = [];
   const problems: string[] = [];
   if (manifest.kind !== 'image') return { layers, problems: ['it is an index, not a signature manifest'] };
-  for (const l of manifest.layers) {
+  // cosign writes one layer per signature: a manifest with hundreds is not read to the end.
+  for (const l of manifest.layers.slice(0, MAX_SIGNATURE_LAYERS)) {
     if (l.mediaType !== SIMPLE_SIGNING_TYPE) continue;
     const text = l.annotations?.[COSIGN_SIGNATURE_ANNOTATION];
     if (text === undefined) {

@@ -30,6 +30,7 @@ export interface Verdict {
 
 /** Signatures of one subject looked at, at most: a flood of referrers is not read to the end. */
 const MAX_CANDIDATES = 16;
+const MAX_REASON_CHARS = 1000;
 
 export function isSignatureReferrer(d: ReferrerDescriptor): boolean {
   return d.artifactType !== undefined && SIGSTORE_BUNDLE_TYPES.has(d.artifactType);
@@ -102,7 +103,7 @@ export async function verifySubject(source: SignatureSource, subject: string, ke
     if (ok) return ok;
   }
   if (found === 0 && !transient) return { status: 'unsigned', reason: `no ${tag} tag and no signature referrer` };
-  return { status: found === 0 ? 'unsigned' : 'failed', reason: problems.join('; '), ...(transient ? { transient } : {}) };
+  return { status: found === 0 ? 'unsigned' : 'failed', reason: clip(problems.join('; ')), ...(transient ? { transient } : {}) };
 }
 
 async function cosignSignature(source: SignatureSource, manifestBytes: Buffer, subject: string, keys: NamedKey[]): Promise<Verdict | string> {
@@ -138,4 +139,9 @@ async function bundleSignature(source: SignatureSource, d: ReferrerDescriptor, s
   const checked = await checkBundle(await source.blob(layer.digest, layer.size), subject, keys, () => source.manifest(subject));
   if (!checked.ok) return checked.reason;
   return { status: 'verified', reason: `Sigstore bundle ${d.digest} by ${checked.key.name}`, signer: checked.key.name };
+}
+
+/** A reason stays readable (and a response small) whatever a hostile signature holds. */
+function clip(reason: string): string {
+  return reason.length > MAX_REASON_CHARS ? `${reason.slice(0, MAX_REASON_CHARS - 1)}…` : reason;
 }

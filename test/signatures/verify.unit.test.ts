@@ -175,6 +175,22 @@ describe('verification', () => {
     expect(huge.reason).toMatch(/a 100000-byte payload is too large for a signature/);
   });
 
+  it('a signature manifest with a thousand garbage layers gives a short reason', async () => {
+    const k = keyed();
+    const sig = cosignSignature('r/x', subject, k.privateKey);
+    const m = JSON.parse(sig.bytes.toString()) as { layers: Array<Record<string, unknown>> };
+    m.layers = Array.from({ length: 1000 }, (_, i) => ({ ...m.layers[0], digest: sha256(Buffer.from(String(i))), annotations: { 'dev.cosignproject.cosign/signature': '@' } }));
+    const bytes = Buffer.from(JSON.stringify(m));
+    const s = source((s) => {
+      s.content.set(sha256(bytes), bytes);
+      s.tags.set(schemeTag(subject, 'sig'), sha256(bytes));
+    });
+    const v = await verifySubject(s, subject, [k.named]);
+    expect(v.status).toBe('failed');
+    expect(v.reason.length).toBeLessThanOrEqual(1000);
+    expect(v.reason).toContain('its signature annotation is not a base64 signature');
+  });
+
   it('a Sigstore bundle (DSSE, as cosign 3 signs; or a message signature over the manifest) verifies with the key', async () => {
     const k = keyed();
     const dsse = bundleReferrer(descriptor, sigstoreDsseBundle(subject, k.privateKey));
