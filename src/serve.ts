@@ -13,6 +13,7 @@ import { Maintenance } from './upkeep/maintenance.js';
 import { Mirror } from './mirror/mirror.js';
 import { SignaturePolicies } from './signatures/policy.js';
 import { signatureGate } from './signatures/gate.js';
+import { watchSignatureKeys } from './signatures/reload.js';
 
 export interface RunningMirror {
   mirror: Mirror;
@@ -50,6 +51,7 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
     throw e;
   }
   const unwatchTls = config.tls ? watchTls(server.server as unknown as HttpsServer, config.tls, log) : () => {};
+  const unwatchKeys = signatures ? watchSignatureKeys(signatures, config.signatures, log) : () => {};
   const sendfile = sendfileStatus();
   log.info('sparse-mirror listening', {
     url: server.url,
@@ -77,6 +79,7 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
       (stopping ??= (async () => {
         // Stop accepting, let downloads in flight finish into the store, then close SQLite.
         unwatchTls();
+        unwatchKeys();
         const closed = server.close();
         await maintenance.stop();
         await pushApi?.close();

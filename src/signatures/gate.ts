@@ -25,9 +25,18 @@ export type Admission = { allowed: true; judgement?: Judgement } | { allowed: fa
 export class SignatureGate {
   constructor(
     private readonly mirror: Mirror,
-    readonly policies: SignaturePolicies,
+    private current: SignaturePolicies,
     private readonly log: Logger,
   ) {}
+
+  get policies(): SignaturePolicies {
+    return this.current;
+  }
+
+  /** Puts reloaded keys in force; each verdict is reached again (its state names the keys). */
+  usePolicies(policies: SignaturePolicies): void {
+    this.current = policies;
+  }
 
   policyFor(route: Route): Policy | undefined {
     return this.policies.for(route.key);

@@ -230,6 +230,26 @@ describe('signature policy', () => {
     expect(((await res.json()) as { errors: Array<{ message: string }> }).errors[0]!.message).toContain(`has no signature by ${strangerPath}: the signature under`);
   });
 
+  it('a rotated key file is reloaded while serving; one that no longer loads leaves the keys in force', async () => {
+    const rotating = await writePublicKey(keysDir, 'rotating.pub', signer.publicKey);
+    const m = await fx.startMirror({ upstreams: [upstream(fx.registry.url)], signatures: policy('enforce', [rotating]) });
+    const status = async () => (await fetch(`${m.url}/v2/${ALIAS}/${repo('cosign')}/manifests/1.0`, { headers: { accept: OCI_INDEX } })).status;
+    const until = async (want: number) => {
+      for (let i = 0; i < 100 && (await status()) !== want; i++) await new Promise((r) => setTimeout(r, 100));
+      return status();
+    };
+    expect(await status()).toBe(200);
+    await writePublicKey(keysDir, 'rotating.pub', stranger.publicKey);
+    expect(await until(403)).toBe(403);
+    expect(m.logs.some((l) => l.includes('signature keys reloaded'))).toBe(true);
+    await writeFile(rotating, 'not a key any more\n');
+    for (let i = 0; i < 100 && !m.logs.some((l) => l.includes('signature keys not reloaded')); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(m.logs.find((l) => l.includes('signature keys not reloaded'))).toContain(`signature key ${rotating} is not a PEM public key`);
+    expect(await status()).toBe(403);
+    await writePublicKey(keysDir, 'rotating.pub', signer.publicKey);
+    expect(await until(200)).toBe(200);
+  });
+
   it('prefetch under enforce fetches the signed images and skips the others, fetching none of their platforms or blobs', async () => {
     const m = await fx.startMirror({ upstreams: [upstream(fx.registry.url)], signatures: policy('enforce') });
     const { catalogue } = m.running.mirror;
