@@ -103,7 +103,8 @@ export async function verifySubject(source: SignatureSource, subject: string, ke
     if (ok) return ok;
   }
   if (found === 0 && !transient) return { status: 'unsigned', reason: `no ${tag} tag and no signature referrer` };
-  return { status: found === 0 ? 'unsigned' : 'failed', reason: clip(problems.join('; ')), ...(transient ? { transient } : {}) };
+  // Signatures that do not verify, or that could not be looked at: not proven unsigned either way.
+  return { status: 'failed', reason: clip(problems.join('; ')), ...(transient ? { transient } : {}) };
 }
 
 async function cosignSignature(source: SignatureSource, manifestBytes: Buffer, subject: string, keys: NamedKey[]): Promise<Verdict | string> {
