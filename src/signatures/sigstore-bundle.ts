@@ -5,7 +5,6 @@
 import type { KeyObject } from 'node:crypto';
 import { bundleFromJSON, type Bundle } from '@sigstore/bundle';
 import { toSignedEntity, toTrustMaterial, Verifier } from '@sigstore/verify';
-import type { TrustedRoot } from '@sigstore/protobuf-specs';
 import { z } from 'zod';
 import type { NamedKey } from './keys.js';
 
@@ -25,7 +24,7 @@ const NO_AUTHORITIES = {
   certificateAuthorities: [],
   ctlogs: [],
   timestampAuthorities: [],
-} as unknown as TrustedRoot;
+} as unknown as Parameters<typeof toTrustMaterial>[0];
 
 const statementSchema = z.object({
   subject: z.array(z.object({ digest: z.record(z.string(), z.string()) })).max(1000),
