@@ -399,3 +399,32 @@ describe('signature policy', () => {
     });
   });
 });
+
+describe('signature policy with an upstream that fails', () => {
+  const fx = useFixture({ fake: true });
+
+  it('signatures that cannot be looked up refuse the image with why, and the verdict is not kept: it verifies once upstream answers', async () => {
+    const index = fx.fake.addImage('flaky/app', '1', { platforms: ['linux/amd64'] });
+    const sig = cosignSignature(`${fx.fake.host}/flaky/app`, index.digest, signer.privateKey);
+    for (const b of sig.blobs) fx.fake.addBlob('flaky/app', b);
+    fx.fake.addManifest('flaky/app', schemeTag(index.digest, 'sig'), sig.bytes, sig.descriptor.mediaType);
+    const m = await fx.startMirror({
+      upstreams: [{ url: fx.fake.url }],
+      upstream: { attempts: 1 },
+      signatures: { policies: [{ repositories: [`${fx.fake.host}/flaky/*`], keys: [keyPath] }] },
+    });
+    const get = () => fetch(`${m.url}/v2/flaky/app/manifests/1`, { headers: { accept: OCI_INDEX } });
+    // Upstream answers for the image but fails every request about its signatures.
+    fx.fake.failWith(/sha256-|\/referrers\//, 503);
+    const refused = await get();
+    expect(refused.status).toBe(403);
+    const err = ((await refused.json()) as { errors: Array<{ code: string; message: string }> }).errors[0]!;
+    expect(err.code).toBe('DENIED');
+    // Named as the client asked: through the mirror's own address, for the default upstream.
+    expect(err.message).toContain(`${m.host}/flaky/app:1 (${index.digest}) has no signature by ${keyPath}: its signatures could not be looked up`);
+    expect(m.running.mirror.catalogue.verdicts.get(`${fx.fake.host}/flaky/app`, index.digest)).toBeUndefined();
+    fx.fake.clearFaults();
+    expect((await get()).status).toBe(200);
+    expect(m.running.mirror.catalogue.verdicts.get(`${fx.fake.host}/flaky/app`, index.digest)?.status).toBe('verified');
+  });
+});
