@@ -13,6 +13,9 @@ import { Maintenance } from './upkeep/maintenance.js';
 import { Mirror } from './mirror/mirror.js';
 import { createStatusPage } from './status/routes.js';
 import { StatusService } from './status/status.js';
+import { SignaturePolicies } from './signatures/policy.js';
+import { signatureGate } from './signatures/gate.js';
+import { watchSignatureKeys } from './signatures/reload.js';
 
 export interface RunningMirror {
   mirror: Mirror;
@@ -27,6 +30,8 @@ export interface RunningMirror {
 export async function startMirror(config: MirrorConfig, log: Logger = createLogger(config.log.level)): Promise<RunningMirror> {
   // Certificate problems stop start-up before the store is opened, naming the file.
   const tls = config.tls ? await loadTls(config.tls) : undefined;
+  // So do signature keys: a missing or malformed key file is named before anything starts.
+  const policies = SignaturePolicies.load(config.signatures);
   const metrics = new Metrics();
   const auth = config.auth.enabled ? await Authenticator.create(config.auth) : undefined;
   // The status page listens to the mirror's events; it needs the open mirror itself, hence the late binding.
@@ -48,7 +53,8 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
   status = new StatusService(mirror, log);
   incrementalMarking.streamsOnly(); // a server: marking back on whenever no blob streams through
   const pushApi = config.push.enabled ? createPushApi(mirror, config, log) : undefined;
-  const app = createApp({ mirror, log, metrics, auth, push: pushApi?.handler, status: createStatusPage(status) });
+  const signatures = policies.empty ? undefined : signatureGate(mirror, log, policies);
+  const app = createApp({ mirror, log, metrics, auth, push: pushApi?.handler, status: createStatusPage(status), signatures });
   let server: RunningServer;
   try {
     server = await listen(app, config.host, config.port, tls);
@@ -59,6 +65,7 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
     throw e;
   }
   const unwatchTls = config.tls ? watchTls(server.server as unknown as HttpsServer, config.tls, log) : () => {};
+  const unwatchKeys = signatures ? watchSignatureKeys(signatures, config.signatures, log) : () => {};
   const sendfile = sendfileStatus();
   log.info('sparse-mirror listening', {
     url: server.url,
@@ -91,6 +98,7 @@ export async function startMirror(config: MirrorConfig, log: Logger = createLogg
       (stopping ??= (async () => {
         // Stop accepting, let downloads in flight finish into the store, then close SQLite.
         unwatchTls();
+        unwatchKeys();
         const closed = server.close();
         await maintenance.stop();
         await pushApi?.close();

@@ -13,6 +13,8 @@ import { classifyArtifact, subjectOfTag, type ArtifactKind } from '../oci/referr
 import { DigestMismatchError, SizeMismatchError } from '../store/blob-store.js';
 import type { ManifestRow } from '../store/catalogue.js';
 import type { Mirror } from '../mirror/mirror.js';
+import { refusalMessage, signatureGate } from '../signatures/gate.js';
+import { silentLogger } from '../log.js';
 import {
   hashCheck,
   IMAGE_NAME_ANNOTATION,
@@ -139,6 +141,11 @@ class Planner {
     const row = digest ? catalogue.getManifest(key, digest) : undefined;
     if (!digest || !row || !(await this.stored(row.digest, row.size))) {
       throw new LayoutError(`${ref.input}: ${asked} is not in this mirror (pull it through the mirror first; export fetches nothing)`);
+    }
+    // What an enforce policy would refuse to serve does not leave either.
+    const judged = await signatureGate(this.mirror, silentLogger).check(ref.route, row.digest);
+    if (judged && judged.policy.mode === 'enforce' && judged.verdict.status !== 'verified') {
+      throw new LayoutError(`${ref.input}: refused by the signature policy: ${refusalMessage(ref.route, ref.tag ?? row.digest, row.digest, judged)}`);
     }
     const name = imageName(ref.route, ref.tag, row.digest);
     if (this.names.has(name)) return undefined;

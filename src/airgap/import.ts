@@ -15,6 +15,10 @@ import { DigestMismatchError, SizeMismatchError } from '../store/blob-store.js';
 import type { NewManifest } from '../store/catalogue.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { manifestRecord } from '../mirror/records.js';
+import { signatureGate } from '../signatures/gate.js';
+import type { VerdictStatus } from '../store/signature-verdicts.js';
+import { silentLogger } from '../log.js';
+import { screenLayout, type Screened } from './layout-signatures.js';
 import {
   IMAGE_NAME_ANNOTATION,
   imageName,
@@ -35,6 +39,12 @@ export interface ImportOptions {
   repo?: string;
   /** Called as each image is done (imported or failed), for progress output. */
   onImage?(outcome: ImportedImage | ImportFailure): void;
+  /**
+   * Admit only images signed by the keys of the signature policy covering their repository
+   * (`warn` policies count as `enforce`; an image no policy covers is refused). Without it, the
+   * importing side's `enforce` policies still apply.
+   */
+  requireSignatures?: boolean;
 }
 
 export interface ImportedImage {
@@ -52,6 +62,8 @@ export interface ImportedImage {
   /** The repository it went to, and what it consists of (manifests parents first), for the shared bucket. */
   repo: string;
   content: { manifests: string[]; blobs: Array<{ digest: string; size: number }> };
+  /** The signature policy's verdict, when a policy covers the repository (`warn`: imported all the same). */
+  signature?: { status: VerdictStatus; reason: string };
 }
 
 export interface ImportFailure {
@@ -105,6 +117,11 @@ export async function importLayout(mirror: Mirror, src: string, opts: ImportOpti
       throw new LayoutError(`${src} is neither a directory nor a tar file`);
     }
     const entries = parseLayoutIndex(src, files);
+    const gate = signatureGate(mirror, silentLogger);
+    const screened: Screened | undefined =
+      opts.requireSignatures || !gate.policies.empty
+        ? await screenLayout(mirror, gate, source, entries, (e) => targetOf(mirror, e, fallback), opts.requireSignatures ?? false)
+        : undefined;
     const importer = new Importer(mirror, source, staging);
     const result: ImportResult = { images: [], failures: [], manifests: 0, blobs: 0, bytesCopied: 0, bytesPresent: 0 };
     for (const [i, entry] of entries.entries()) {
@@ -113,7 +130,15 @@ export async function importLayout(mirror: Mirror, src: string, opts: ImportOpti
       try {
         const target = targetOf(mirror, entry, fallback);
         name = imageName(target.route, target.tag, entry.digest);
+        const refusal = screened?.refused.get(i);
+        if (refusal) throw new LayoutError(`refused by the signature policy: ${refusal}`);
         const done = await importer.importImage(entry, target, name);
+        const judged = screened?.judged.get(i);
+        if (judged) {
+          const { status, reason, signer } = judged.verdict;
+          mirror.catalogue.verdicts.record({ repo: target.route.key, digest: entry.digest, status, reason, signer: signer ?? null, state: 'import' });
+          done.image.signature = { status, reason };
+        }
         outcome = done.image;
         result.manifests += done.image.manifests;
         result.blobs += done.image.blobs;

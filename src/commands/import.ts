@@ -24,9 +24,16 @@ With storage.s3, the imported images are written to the shared bucket too (blobs
 tag records), so every replica serves them. If the bucket fails, what is left waits in the
 store's upload queue and 'serve' sends it when the bucket is back.
 
+An image of a repository under an enforce signature policy (config signatures.policies) is
+imported only if the layout holds its signature by the policy's keys (a sha256-<hex>.sig entry
+or a Sigstore bundle referrer); else it is refused with its signatures and SBOMs, and nothing
+of it is kept.
+
 Options:
   -c, --config FILE          config file (default mirror.config.ts, or $MIRROR_CONFIG)
   -r, --repo REGISTRY/REPO   repository for entries that name no image, e.g. docker.io/library/alpine
+      --require-signatures   admit only images signed by the keys of the policy covering them:
+                             warn policies count as enforce, and images no policy covers are refused
   -h, --help                 show this help
 
 Exit codes: 0 all imported, 1 something failed (see the messages), 2 bad usage.`;
@@ -38,7 +45,7 @@ export const importCommand: Command = {
   async run(args) {
     const { values, positionals } = parseArgs({
       args,
-      options: { ...COMMON_OPTIONS, repo: { type: 'string', short: 'r' } },
+      options: { ...COMMON_OPTIONS, repo: { type: 'string', short: 'r' }, 'require-signatures': { type: 'boolean' } },
       allowPositionals: true,
     });
     if (values.help) {
@@ -61,12 +68,14 @@ export const importCommand: Command = {
       }
       const result = await importLayout(ctx.mirror, src, {
         repo: values.repo,
+        requireSignatures: values['require-signatures'] ?? false,
         onImage: (o) => {
           if (o.ok) {
             const platforms = o.platforms.length ? o.platforms.join(', ') : 'no platform-specific manifests';
             const absent = o.absent.length ? `; left out: ${o.absent.join(', ')}` : '';
             const moved = o.previous ? `; the tag moved from ${o.previous}` : '';
             console.log(`imported ${o.name}  ${o.digest}  (${platforms}${absent}${moved})`);
+            if (o.signature && o.signature.status !== 'verified') console.error(`warning  ${o.name}: not signed as the signature policy asks (warn): ${o.signature.reason}`);
           } else {
             console.error(`failed   ${o.name}: ${o.error}`);
           }

@@ -7,7 +7,8 @@ const USAGE = `Usage: sparse-mirror ls [repo] [--json]
 
 Lists what the mirror holds: repository, tag, index digest, platforms present, platforms the
 index lists that are not mirrored, how many signatures, SBOMs and attestations of the image it
-holds (referrers and cosign's tags; those tags are not listed as images), size on disk. [repo]
+holds (referrers and cosign's tags; those tags are not listed as images), whether the signature
+policy found it verified, unsigned or failed (- when no policy judged it), size on disk. [repo]
 filters by repository or prefix (docker.io/library/alpine, docker.io).
 
 With storage.s3, the shared bucket's images (its tag records and manifests) are listed too, and
@@ -45,10 +46,11 @@ export const lsCommand: Command = {
         count(e.signatures),
         count(e.sboms),
         count(e.attestations),
+        e.signature ?? '-',
         formatBytes(e.bytes),
         ...('tiers' in e ? [e.tiers.join('+')] : []),
       ]);
-      const header = ['REPOSITORY', 'TAG', 'DIGEST', 'PLATFORMS', 'NOT MIRRORED', 'SIGNATURES', 'SBOMS', 'ATTESTATIONS', 'SIZE'];
+      const header = ['REPOSITORY', 'TAG', 'DIGEST', 'PLATFORMS', 'NOT MIRRORED', 'SIGNATURES', 'SBOMS', 'ATTESTATIONS', 'SIGNED', 'SIZE'];
       printTable(ctx.bucket ? [...header, 'TIER'] : header, rows);
       return 0;
     } finally {

@@ -11,6 +11,8 @@ already stored is not fetched again. With them go the image's signatures, SBOMs 
 attestations: for the index and each carried child, its OCI referrers (upstream's referrers
 API, or its sha256-<hex> fallback tag) and cosign's sha256-<hex>.sig/.att/.sbom tags, and
 what refers to those in turn (a signed SBOM). Those of platforms not carried are not fetched.
+An image of a repository under an enforce signature policy that is not signed by its keys is
+skipped and reported (exit 1).
 
   <ref>              docker.io/library/alpine:3.20, ghcr.io/org/app@sha256:…, alpine:3.20 (default upstream)
   -f, --from-file F  read references from F, one per line (# comments allowed)
@@ -49,12 +51,19 @@ export const prefetchCommand: Command = {
     }
     const results: PrefetchResult[] = [];
     let failed = 0;
+    let refused = 0;
     try {
       for (const ref of refs) {
         const bar = progressPrinter(ref);
         try {
           const r = await prefetchImage(ctx.mirror, ref, { onProgress: bar.update, ...(values['no-referrers'] ? { referrers: false } : {}) });
           for (const p of r.attachmentProblems) process.stderr.write(`${r.ref}  warning: ${p}\n`);
+          if (r.refused) {
+            bar.fail(`not signed as the signature policy asks: ${r.refused}`, 'REFUSED');
+            refused++;
+            continue;
+          }
+          if (r.signature && r.signature.status !== 'verified') process.stderr.write(`${r.ref}  warning: not signed as the policy asks (warn): ${r.signature.reason}\n`);
           bar.done(r);
           results.push(r);
         } catch (e) {
@@ -70,7 +79,7 @@ export const prefetchCommand: Command = {
     const skipped = new Set(results.flatMap((r) => r.platformsSkipped));
     console.log(
       [
-        `images:            ${results.length} fetched${failed ? `, ${failed} failed` : ''}`,
+        `images:            ${results.length} fetched${failed ? `, ${failed} failed` : ''}${refused ? `, ${refused} refused (not signed as the signature policy asks)` : ''}`,
         `platforms fetched: ${[...fetched].sort().join(', ') || '-'}`,
         `platforms skipped: ${[...skipped].sort().join(', ') || '-'} (not allowed)`,
         `signatures:        ${sum((r) => r.attached.signature)}`,
@@ -81,7 +90,7 @@ export const prefetchCommand: Command = {
         `already present:   ${formatBytes(sum((r) => r.bytesPresent))}`,
       ].join('\n'),
     );
-    return failed ? 1 : 0;
+    return failed || refused ? 1 : 0;
   },
 };
 
@@ -108,8 +117,8 @@ function progressPrinter(ref: string) {
       const line = `${r.ref}  ${r.digest || '-'}  platforms ${r.platformsFetched.join(',') || '-'}  skipped ${r.platformsSkipped.join(',') || '-'}  fetched ${formatBytes(r.bytesFetched)} (${rate(r.bytesFetched)}), present ${formatBytes(r.bytesPresent)}`;
       process.stderr.write(tty ? `\r\x1b[K${line}\n` : `${line}\n`);
     },
-    fail: (message: string) => {
-      process.stderr.write(`${tty ? '\r\x1b[K' : ''}${ref}  FAILED: ${message}\n`);
+    fail: (message: string, label = 'FAILED') => {
+      process.stderr.write(`${tty ? '\r\x1b[K' : ''}${ref}  ${label}: ${message}\n`);
     },
   };
 }

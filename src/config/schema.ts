@@ -113,6 +113,21 @@ const clusterSchema = z
   })
   .strict();
 
+/** `ghcr.io/org/*` (one path component), `ghcr.io/**` (any depth): the mirror's repository keys. */
+const repositoryPattern = z
+  .string()
+  .regex(/^[a-z0-9*][a-z0-9._:*/-]*$/, 'expected a repository pattern like ghcr.io/org/* or docker.io/library/alpine (lower case; * one component, ** any depth)');
+
+const signaturePolicySchema = z
+  .object({
+    repositories: z.array(repositoryPattern).min(1),
+    /** PEM public keys (cosign.pub: ECDSA P-256; Ed25519 and RSA too); one verifying is enough. */
+    keys: z.array(z.string().min(1)).min(1),
+    /** `enforce`: unverified images are refused (403). `warn`: served, and the log says why. */
+    mode: z.enum(['enforce', 'warn']).default('enforce'),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     host: z.string().default('127.0.0.1'),
@@ -203,6 +218,12 @@ export const configSchema = z
      * OCI referrers and cosign's `sha256-<hex>.sig`/`.att`/`.sbom` tags.
      */
     referrers: z.boolean().default(true),
+    /**
+     * Admit only signed images: the first policy whose pattern matches a repository decides; a
+     * repository no policy matches is not checked. Keyless (Fulcio/Rekor) signatures are not
+     * supported: only the keys named here, never a trust root fetched at run time.
+     */
+    signatures: z.object({ policies: z.array(signaturePolicySchema).default([]) }).strict().prefault({}),
     sync: z
       .object({
         /** References `serve` keeps fresh in the background, e.g. docker.io/library/alpine:3.20. */

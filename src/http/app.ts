@@ -7,6 +7,7 @@ import type { Mirror } from '../mirror/mirror.js';
 import type { Route } from '../mirror/routing.js';
 import { toClientError } from '../mirror/upstream-errors.js';
 import type { Logger } from '../log.js';
+import type { Admission, SignatureGate } from '../signatures/gate.js';
 import { errorReachedUpstream, trackUpstreamContact } from '../upstream/contact.js';
 import { hasRole, type Authenticator, type Identity } from './auth.js';
 import { catalogPage } from './catalog.js';
@@ -55,12 +56,14 @@ export interface AppDeps {
   auth?: Authenticator;
   push?: PushHandler;
   status?: StatusHandler;
+  /** The signature policy: manifests of repositories under `enforce` are served only when signed. */
+  signatures?: SignatureGate;
 }
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
 
 /** The registry API in front of the mirror. Parsing and response shapes only; the policy lives in mirror/. */
-export function createApp({ mirror, log, metrics, auth, push, status }: AppDeps) {
+export function createApp({ mirror, log, metrics, auth, push, status, signatures }: AppDeps) {
   const app = new Hono<AppEnv>();
 
   const statusPage = status;
@@ -191,9 +194,14 @@ export function createApp({ mirror, log, metrics, auth, push, status }: AppDeps)
         const m = await tracked(c, () => mirror.manifests.get(route, path.reference, wantBody));
         c.set('cache', cacheResult(m.source));
         metrics.cache.inc({ kind: 'manifest', result: c.get('cache')! });
+        // The signature policy judges the GETs that deliver content. A HEAD (digest and size)
+        // answers: containerd resolves a tag with HEAD and shows no message for a refused HEAD,
+        // while it does show the GET's.
+        if (signatures && wantBody) await admitted(c, route, () => signatures.admit(route, path.reference, m.digest));
         return manifestResponse(m, extra, c.req.header('if-none-match'));
       }
       case 'blob': {
+        if (signatures && wantBody) await admitted(c, route, () => signatures.admitBlob(route, path.digest));
         // Tracked only for a failure's sake: a hit may start a read-ahead download of the next blob.
         const { value: b } = await trackUpstreamContact(() => mirror.blobs.get(route, path.digest, { wantBody, range: c.req.header('range'), readAhead: true }));
         c.set('cache', cacheResult(b.source));
@@ -224,6 +232,14 @@ export function createApp({ mirror, log, metrics, auth, push, status }: AppDeps)
       }
     }
   });
+
+  /** Throws the signature policy's refusal, counted by repository. */
+  async function admitted(c: Context<AppEnv>, route: Route, admit: () => Promise<Admission>): Promise<void> {
+    const admission = await tracked(c, admit);
+    if (admission.allowed) return;
+    metrics.signatureRefusals.inc({ repository: route.key });
+    throw admission.error;
+  }
 
   app.notFound((c) => errorResponse(new OciError(404, 'NAME_UNKNOWN', `no route at ${new URL(c.req.url).pathname.slice(0, 200)}`)));
 

@@ -43,8 +43,13 @@ export class Metrics {
     'Requests refused because the platform is not mirrored, by platform.',
   );
 
+  readonly signatureRefusals = new Counter(
+    'sparse_mirror_signature_refusals_total',
+    'Manifest requests refused by an enforce signature policy (unsigned or not verifying), by repository.',
+  );
+
   render(gauges: Array<{ name: string; help: string; value: number }>): string {
-    const counters = [this.requests, this.cache, this.servedBytes, this.upstreamBytes, this.upstreamErrors, this.notMirrored];
+    const counters = [this.requests, this.cache, this.servedBytes, this.upstreamBytes, this.upstreamErrors, this.notMirrored, this.signatureRefusals];
     const parts = counters.map((c) => c.render());
     for (const g of gauges) parts.push(`# HELP ${g.name} ${g.help}\n# TYPE ${g.name} gauge\n${g.name} ${g.value}`);
     return `${parts.join('\n')}\n`;

@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ReferrersCatalogue } from './referrers-catalogue.js';
 import { SCHEMA, SCHEMA_VERSION } from './schema.js';
+import { SignatureVerdicts } from './signature-verdicts.js';
 
 export interface ManifestRow {
   repo: string;
@@ -57,6 +58,8 @@ export class Catalogue {
   readonly db: Database.Database;
   /** Which stored manifests refer to which, and upstreams' referrers lists. */
   readonly referrers: ReferrersCatalogue;
+  /** The signature policy's verdicts per image digest (verified, unsigned, failed). */
+  readonly verdicts: SignatureVerdicts;
   private readonly stmts;
   private readonly touchedManifests = new Map<string, number>();
   private readonly touchedBlobs = new Map<string, number>();
@@ -71,6 +74,7 @@ export class Catalogue {
     this.db.pragma('foreign_keys = ON');
     this.migrate();
     this.referrers = new ReferrersCatalogue(this.db);
+    this.verdicts = new SignatureVerdicts(this.db);
     const db = this.db;
     this.stmts = {
       getManifest: db.prepare<[string, string], ManifestRow>(
@@ -218,6 +222,16 @@ export class Catalogue {
   blobReference(repo: string, digest: string): { size: number; media_type: string } | undefined {
     return this.stmts.blobReferenced.get(repo, digest);
   }
+
+  /** The stored manifests of this repository that reference the blob (what the signature policy judges a blob by). */
+  manifestsUsingBlob(repo: string, digest: string): string[] {
+    this.usingBlob ??= this.db.prepare<[string, string], { manifest_digest: string }>(
+      'SELECT manifest_digest FROM manifest_blobs WHERE repo = ? AND blob_digest = ?',
+    );
+    return this.usingBlob.all(repo, digest).map((r) => r.manifest_digest);
+  }
+
+  private usingBlob?: Database.Statement<[string, string], { manifest_digest: string }>;
 
   /**
    * Blobs not stored of the image manifest that lists `digest` in this repository, in the order a

@@ -1,6 +1,7 @@
 import { classifyArtifact, subjectOfTag, type ArtifactKind } from '../oci/referrers.js';
 import type { Catalogue, TagRow } from './catalogue.js';
 import type { ReferrerRow } from './referrers-catalogue.js';
+import type { VerdictStatus } from './signature-verdicts.js';
 
 export interface InventoryEntry {
   repository: string;
@@ -21,6 +22,8 @@ export interface InventoryEntry {
   signatures: number;
   sboms: number;
   attestations: number;
+  /** The signature policy's last verdict on the image (absent: no policy judged it when it was pulled, prefetched or imported). */
+  signature?: VerdictStatus;
 }
 
 /**
@@ -88,7 +91,18 @@ function entryOf(catalogue: Catalogue, referrers: StoredReferrers, t: TagRow): I
     signatures: counts.signature,
     sboms: counts.sbom,
     attestations: counts.attestation,
+    ...signatureOf(catalogue, t.repo, held),
   };
+}
+
+/**
+ * The image's verdict as the policy judges it: verified when its index or one of its platform
+ * manifests is (each platform manifest is judged again when pulled), else the index's own.
+ */
+function signatureOf(catalogue: Catalogue, repo: string, held: string[]): { signature?: VerdictStatus } {
+  const verdicts = held.map((d) => catalogue.verdicts.get(repo, d)).filter((v) => v !== undefined);
+  if (verdicts.length === 0) return {};
+  return { signature: verdicts.some((v) => v.status === 'verified') ? 'verified' : verdicts[0]!.status };
 }
 
 interface StoredReferrers {

@@ -96,6 +96,11 @@ export class Maintenance {
       if (this.stopped) return;
       try {
         const r = await prefetchImage(this.mirror, ref);
+        if (r.refused) {
+          this.log.warn('sync: image skipped: not signed as the signature policy asks', { ref: r.ref, digest: r.digest, reason: r.refused });
+          continue;
+        }
+        if (r.signature && r.signature.status !== 'verified') this.log.warn('sync: image not signed as the policy asks (warn)', { ref: r.ref, reason: r.signature.reason });
         this.log.info('sync: image fresh', { ref: r.ref, digest: r.digest, fetched: r.bytesFetched, platforms: r.platformsFetched });
       } catch (e) {
         this.log.warn('sync: image failed', { ref, error: (e as Error).message });

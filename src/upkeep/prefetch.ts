@@ -6,6 +6,9 @@ import { formatReference, parseImageReference } from '../oci/reference.js';
 import { classifyArtifact, subjectOfTag, type ArtifactKind } from '../oci/referrers.js';
 import type { Mirror } from '../mirror/mirror.js';
 import type { Route } from '../mirror/routing.js';
+import { refusalMessage, signatureGate, type SignatureGate } from '../signatures/gate.js';
+import type { VerdictStatus } from '../store/signature-verdicts.js';
+import { silentLogger } from '../log.js';
 
 export interface PrefetchProgress {
   ref: string;
@@ -32,12 +35,18 @@ export interface PrefetchResult {
   attachedSkipped: number;
   /** Referrers that could not be had (refused content, upstream errors): the image itself is fine. */
   attachmentProblems: string[];
+  /** The signature policy's verdict, when a policy covers the repository. */
+  signature?: { status: VerdictStatus; reason: string; mode: 'enforce' | 'warn' };
+  /** Set when an `enforce` policy refused the image: why. Nothing but its index was fetched. */
+  refused?: string;
 }
 
 export interface PrefetchOptions {
   onProgress?: (p: PrefetchProgress) => void;
   /** Also fetch signatures, SBOMs and attestations (default: the config's `referrers`). */
   referrers?: boolean;
+  /** The signature policy (default: the mirror's, from its config). */
+  signatures?: SignatureGate;
 }
 
 const BLOB_CONCURRENCY = 4;
@@ -85,8 +94,29 @@ export async function prefetchImage(mirror: Mirror, text: string, opts: Prefetch
   // fresh one keeps a blob the previous image stored a moment ago from counting as fetched.
   const started = await nextMillisecond();
 
+  // Under a signature policy the image is judged first: an unsigned one is skipped before its
+  // platform manifests and blobs are fetched (its index is, as a pull fetches it).
+  const gate = opts.signatures ?? signatureGate(mirror, silentLogger);
+  let first: Awaited<ReturnType<typeof mirror.manifests.get>> | undefined;
+  if (gate.policyFor(route)) {
+    try {
+      first = await mirror.manifests.get(route, reference, true);
+    } catch (e) {
+      if (notCarried(e)) return skippedPlatform(result, notCarried(e)!);
+      throw e;
+    }
+    const judgement = (await gate.check(route, first.digest))!;
+    const { verdict, policy } = judgement;
+    result.signature = { status: verdict.status, reason: verdict.reason, mode: policy.mode };
+    if (verdict.status !== 'verified' && policy.mode === 'enforce') {
+      result.digest = first.digest;
+      result.refused = refusalMessage(route, reference, first.digest, judgement);
+      return result;
+    }
+  }
+
   const walk = async (ref: string, top: boolean): Promise<void> => {
-    const m = await mirror.manifests.get(route, ref, true);
+    const m = top && first ? first : await mirror.manifests.get(route, ref, true);
     if (top) result.digest = m.digest;
     result.manifests++;
     if (m.source === 'upstream') result.bytesFetched += m.size;
@@ -119,11 +149,8 @@ export async function prefetchImage(mirror: Mirror, text: string, opts: Prefetch
     await walk(reference, true);
   } catch (e) {
     // A single-platform image of a platform this mirror does not carry: skipped, not an error.
-    const platform = e instanceof OciError ? (e.detail as { platform?: string } | undefined)?.platform : undefined;
-    if (platform && result.manifests === 0) {
-      result.platformsSkipped.push(platform);
-      return result;
-    }
+    const platform = notCarried(e);
+    if (platform && result.manifests === 0) return skippedPlatform(result, platform);
     throw e;
   }
 
@@ -206,6 +233,16 @@ async function fetchAttachments(mirror: Mirror, route: Route, subjects: string[]
     }
     level = next;
   }
+}
+
+/** The platform a not-mirrored error names, if `e` is one. */
+function notCarried(e: unknown): string | undefined {
+  return e instanceof OciError ? (e.detail as { platform?: string } | undefined)?.platform : undefined;
+}
+
+function skippedPlatform(result: PrefetchResult, platform: string): PrefetchResult {
+  result.platformsSkipped.push(platform);
+  return result;
 }
 
 /** Date.now() once it has moved past the millisecond this was called in. */

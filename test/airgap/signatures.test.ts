@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { exportImages } from '../../src/airgap/export.js';
 import { importLayout } from '../../src/airgap/import.js';
 import { prefetchImage } from '../../src/upkeep/prefetch.js';
-import { pushBlob, pushMultiPlatformImage, putManifest, type PushedIndex } from '../support/images.js';
+import { pushMultiPlatformImage, putManifest, type PushedIndex } from '../support/images.js';
 import { useFixture } from '../support/fixture.js';
 import type { TestMirror } from '../support/mirror.js';
 import { PULL_TOKEN, PUSH_AUTH, buildImage, pushImage, pushBlob as pushLocalBlob, putManifest as putLocalManifest } from '../support/push-client.js';
@@ -21,6 +21,7 @@ import {
   newSigningKey,
   OCI_INDEX,
   OCI_MANIFEST,
+  pushArtifact,
   referrerArtifact,
   schemeTag,
   sha256,
@@ -45,11 +46,6 @@ async function get(m: TestMirror, path: string, auth?: string): Promise<Answer> 
   });
   const bytes = Buffer.from(await res.arrayBuffer());
   return { status: res.status, headers: res.headers, bytes, json: <T,>() => JSON.parse(bytes.toString()) as T };
-}
-
-async function pushArtifact(url: string, repo: string, a: Artifact, tag?: string): Promise<void> {
-  for (const b of a.blobs) await pushBlob(url, repo, b);
-  await putManifest(url, repo, tag ?? a.digest, a.bytes, OCI_MANIFEST);
 }
 
 /** Everything a verifier needs, read through `m`: the .sig tag, its payload, and the check. */

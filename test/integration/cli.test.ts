@@ -321,7 +321,7 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     const [table, json, teamJson] = await Promise.all([cli(['ls']), cli(['ls', '--json']), cli(['ls', `${fx.proxy.host}/team`, '--json'])]);
     expect(table.code, table.stderr).toBe(0);
     const lines = table.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^REPOSITORY\s+TAG\s+DIGEST\s+PLATFORMS\s+NOT MIRRORED\s+SIGNATURES\s+SBOMS\s+ATTESTATIONS\s+SIZE$/);
+    expect(lines[0]).toMatch(/^REPOSITORY\s+TAG\s+DIGEST\s+PLATFORMS\s+NOT MIRRORED\s+SIGNATURES\s+SBOMS\s+ATTESTATIONS\s+SIGNED\s+SIZE$/);
     expect(lines).toHaveLength(4);
     const appLine = lines.find((l) => l.startsWith(`${appKey()} `))!;
     expect(appLine).toBeDefined();
@@ -332,8 +332,9 @@ describe('sparse-mirror CLI (spawned, real store, real upstream)', () => {
     expect(cells[4]).toBe('linux/386,linux/arm/v6,linux/arm/v7,linux/ppc64le,linux/s390x');
     const total = [...appContent.values()].reduce((a, b) => a + b, 0);
     // No signatures, SBOMs or attestations of it are mirrored.
-    expect(cells.slice(5, 8)).toEqual(['-', '-', '-']);
-    expect(cells[8]).toBe(formatBytes(total));
+    // No signature policy judged it either.
+    expect(cells.slice(5, 9)).toEqual(['-', '-', '-', '-']);
+    expect(cells[9]).toBe(formatBytes(total));
 
     expect(json.code, json.stderr).toBe(0);
     const entries = JSON.parse(json.stdout) as LsEntry[];

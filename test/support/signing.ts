@@ -1,6 +1,9 @@
 // Signatures, SBOMs and attestations laid out the way cosign, syft and in-toto tools push them,
 // made here with node:crypto (an ECDSA P-256 key, as `cosign generate-key-pair` makes).
 import { createHash, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pushBlob, putManifest } from './images.js';
 
 export const COSIGN = {
   simpleSigning: 'application/vnd.dev.cosign.simplesigning.v1+json',
@@ -39,8 +42,24 @@ export function schemeTag(digest: string, suffix?: 'sig' | 'att' | 'sbom'): stri
   return `${digest.replace(':', '-')}${suffix ? `.${suffix}` : ''}`;
 }
 
-export function newSigningKey(): { privateKey: KeyObject; publicKey: KeyObject } {
+export type KeyKind = 'p256' | 'ed25519' | 'rsa';
+
+export function newSigningKey(kind: KeyKind = 'p256'): { privateKey: KeyObject; publicKey: KeyObject } {
+  if (kind === 'ed25519') return generateKeyPairSync('ed25519');
+  if (kind === 'rsa') return generateKeyPairSync('rsa', { modulusLength: 2048 });
   return generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+}
+
+/** Signs as cosign does: SHA-256 with ECDSA or RSA, plain Ed25519. */
+export function signBytes(data: Buffer, key: KeyObject): Buffer {
+  return sign(key.asymmetricKeyType === 'ed25519' ? null : 'sha256', data, key);
+}
+
+/** Writes the public key as PEM (what `cosign generate-key-pair` leaves in cosign.pub); returns its path. */
+export async function writePublicKey(dir: string, name: string, key: KeyObject): Promise<string> {
+  const path = join(dir, name);
+  await writeFile(path, key.export({ type: 'spki', format: 'pem' }));
+  return path;
 }
 
 function manifest(body: Record<string, unknown>, artifactType?: string): Artifact {
@@ -59,14 +78,14 @@ function manifest(body: Record<string, unknown>, artifactType?: string): Artifac
  * naming the digest as one layer, its ECDSA signature in the layer's annotation, and cosign's
  * config with empty os/architecture.
  */
-export function cosignSignature(dockerReference: string, digest: string, key: KeyObject): Artifact {
-  const payload = Buffer.from(
+export function cosignSignature(dockerReference: string, digest: string, key: KeyObject, opts: { signature?: string; payload?: Buffer } = {}): Artifact {
+  const payload = opts.payload ?? Buffer.from(
     JSON.stringify({
       critical: { identity: { 'docker-reference': dockerReference }, image: { 'docker-manifest-digest': digest }, type: 'cosign container image signature' },
       optional: null,
     }),
   );
-  const signature = sign('sha256', payload, key).toString('base64');
+  const signature = opts.signature ?? signBytes(payload, key).toString('base64');
   const config = Buffer.from(
     JSON.stringify({
       architecture: '',
@@ -119,4 +138,56 @@ export function verifyCosignSignature(sigManifest: Buffer, payload: Buffer, publ
   const named = (JSON.parse(payload.toString()) as { critical: { image: { 'docker-manifest-digest': string } } }).critical.image['docker-manifest-digest'];
   if (named !== expectedDigest) return { ok: false, reason: `payload names ${named}, not ${expectedDigest}` };
   return { ok: true };
+}
+
+export const SIGN_PREDICATE = 'https://sigstore.dev/cosign/sign/v1';
+const IN_TOTO_STATEMENT = 'application/vnd.in-toto+json';
+
+/** DSSE's pre-authentication encoding: what a DSSE signature is over. */
+function pae(payloadType: string, payload: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`DSSEv1 ${Buffer.byteLength(payloadType)} ${payloadType} ${payload.length} `), payload]);
+}
+
+/**
+ * A Sigstore bundle (v0.3, JSON) as `cosign sign --key` writes it in cosign 3: a DSSE envelope of
+ * an in-toto statement naming the image digest, predicate type cosign/sign/v1, the key as hint.
+ * No transparency-log entry (as with --tlog-upload=false).
+ */
+export function sigstoreDsseBundle(digest: string, key: KeyObject, predicateType = SIGN_PREDICATE): Buffer {
+  const [algorithm, hex] = digest.split(':') as [string, string];
+  const statement = Buffer.from(
+    JSON.stringify({ _type: 'https://in-toto.io/Statement/v1', subject: [{ name: '', digest: { [algorithm]: hex } }], predicateType, predicate: {} }),
+  );
+  return Buffer.from(
+    JSON.stringify({
+      mediaType: COSIGN.sigstoreBundle,
+      verificationMaterial: { publicKey: { hint: 'test-key' }, tlogEntries: [] },
+      dsseEnvelope: { payload: statement.toString('base64'), payloadType: IN_TOTO_STATEMENT, signatures: [{ sig: signBytes(pae(IN_TOTO_STATEMENT, statement), key).toString('base64'), keyid: '' }] },
+    }),
+  );
+}
+
+/** A Sigstore bundle with a message signature over `artifact` (what `cosign sign-blob --bundle` makes of the manifest's bytes). */
+export function sigstoreMessageBundle(artifact: Buffer, key: KeyObject): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      mediaType: COSIGN.sigstoreBundle,
+      verificationMaterial: { publicKey: { hint: 'test-key' }, tlogEntries: [] },
+      messageSignature: {
+        messageDigest: { algorithm: 'SHA2_256', digest: createHash('sha256').update(artifact).digest('base64') },
+        signature: signBytes(artifact, key).toString('base64'),
+      },
+    }),
+  );
+}
+
+/** The OCI referrer cosign 3 attaches a bundle as: artifactType the bundle's, the bundle its one layer. */
+export function bundleReferrer(subject: Descriptor, bundle: Buffer): Artifact {
+  return referrerArtifact(subject, COSIGN.sigstoreBundle, bundle, { 'dev.sigstore.bundle.content': 'dsse-envelope', 'dev.sigstore.bundle.predicateType': SIGN_PREDICATE });
+}
+
+/** Pushes an artifact's blobs, then its manifest under `tag` (default: by digest). */
+export async function pushArtifact(url: string, repo: string, a: Artifact, tag?: string): Promise<void> {
+  for (const b of a.blobs) await pushBlob(url, repo, b);
+  await putManifest(url, repo, tag ?? a.digest, a.bytes, OCI_MANIFEST);
 }

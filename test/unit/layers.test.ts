@@ -15,6 +15,7 @@ const RANK: Record<string, number> = {
   'config': 1,
   'cluster': 1,
   'mirror': 2,
+  'signatures': 2.5, // the signature policy: verifies through mirror/, used by http/ and the wings
   'push': 3,
   'airgap': 3,
   'upkeep': 3,
