@@ -31,7 +31,15 @@ export interface Overview {
   /** Bytes sent to clients against bytes fetched upstream: what the mirror saved. */
   transfer: Window<{ served: number; fetched: number }>;
   upstreams: UpstreamState[];
+  /** With storage.s3: the shared bucket, what this replica still has to upload to it, and the other replicas. */
+  replicas?: Replicas;
   recent: Pull[];
+}
+
+export interface Replicas {
+  bucket: { name: string; endpoint: string; prefix: string; pendingUploads: number };
+  /** Every replica known (this one first), and whether the last probe found it alive. */
+  members: Array<{ url: string; self: boolean; alive: boolean }>;
 }
 
 export interface DemandWindow {
@@ -115,7 +123,18 @@ export class StatusService {
       },
       transfer: { sinceStart: transfer(this.history.sinceStart), last24h: transfer(day) },
       upstreams: this.health.list(),
+      ...(this.mirror.shared ? { replicas: this.replicas() } : {}),
       recent: this.recent(50),
+    };
+  }
+
+  private replicas(): Replicas {
+    const { bucket, uploads, peers } = this.mirror.shared!;
+    const membership = peers?.membership;
+    const live = new Set(membership?.live() ?? []);
+    return {
+      bucket: { name: bucket.config.bucket, endpoint: bucket.config.endpoint ?? 'AWS S3', prefix: bucket.config.prefix, pendingUploads: uploads.pending() },
+      members: (membership?.members() ?? []).map((url) => ({ url, self: membership!.isSelf(url), alive: live.has(url) })),
     };
   }
 

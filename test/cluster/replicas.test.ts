@@ -221,6 +221,12 @@ describe('three replicas over one bucket', () => {
     }
     expect(upstream.lines()).toEqual([]);
 
+    // The status page shows the bucket and the replicas, each answering.
+    const status = JSON.parse((await get(`${b.url}/api/v1/status`)).body.toString()) as { replicas: { bucket: { name: string; pendingUploads: number }; members: Array<{ url: string; self: boolean; alive: boolean }> } };
+    expect(status.replicas.bucket).toMatchObject({ name: bucket, pendingUploads: 0 });
+    expect(status.replicas.members.map((x) => [x.url, x.self, x.alive]).sort()).toEqual(replicas.map((r) => [r.url, r === b, true]).sort());
+    expect((await get(`${b.url}/`)).body.toString()).toContain('<h2>Replicas</h2>');
+
     // The allow-list holds from the bucket too: s390x was never stored anywhere, and B says why.
     const refused = await skopeoCopyToDir(`docker://${b.host}/app:1.0`, join(dest, 's390x'), { os: 'linux', arch: 's390x' });
     expect(refused.code).not.toBe(0);
@@ -374,6 +380,9 @@ describe('three replicas over one bucket', () => {
     const { owner, asked, image, layer, got, fetches } = await pullWhileOwner('killed', 'SIGKILL');
     expect(await owner.proc!.exited).toMatchObject({ signal: 'SIGKILL' });
     expect(got).toEqual({ status: 200, hash: layer.digest, size: layer.size });
+    // The replica that took over shows the owner as not answering.
+    const members = JSON.parse((await get(`${asked.url}/api/v1/status`)).body.toString()).replicas.members as Array<{ url: string; alive: boolean }>;
+    expect(members.find((x) => x.url === owner.url)).toEqual({ url: owner.url, self: false, alive: false });
     // The owner fetched first; after its death another fetch resumed it (allowed), no more.
     expect(fetches).toBeGreaterThanOrEqual(2);
     expect(fetches).toBeLessThanOrEqual(3);

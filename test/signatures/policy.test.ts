@@ -186,6 +186,12 @@ describe('signature policy', () => {
     expect(listed.get(key('child'))).toBe('verified'); // through its signed linux/amd64 manifest
     expect(listed.get(key('unsigned'))).toBe('unsigned');
     expect(listed.get(key('stranger'))).toBe('failed');
+    // The status page shows the same verdicts, in its API and on the coverage page.
+    const api = (await (await fetch(`${m.url}/api/v1/images?n=200`)).json()) as { images: Array<{ repository: string; signature?: string }> };
+    const shown = new Map(api.images.map((e) => [e.repository, e.signature]));
+    expect([shown.get(key('cosign')), shown.get(key('unsigned')), shown.get(key('stranger'))]).toEqual(['verified', 'unsigned', 'failed']);
+    const page = await (await fetch(`${m.url}/ui/images?q=${encodeURIComponent(key('unsigned'))}`)).text();
+    expect(page).toContain('<span class="tag not-mirrored">unsigned</span>');
     // The mirror took all that in its stride.
     expect((await fetch(`${m.url}/readyz`)).status).toBe(200);
   });

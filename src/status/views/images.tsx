@@ -20,6 +20,13 @@ function attached(image: ImageRow): string {
   return parts.length ? parts.join(', ') : '–';
 }
 
+const VERDICT_CLASS: Record<string, string> = { verified: 'present', unsigned: 'not-mirrored', failed: 'not-mirrored' };
+
+/** The signature policy's verdict on the image, where a policy judged it. */
+function Signed({ image }: { image: ImageRow }) {
+  return image.signature ? <span class={`tag ${VERDICT_CLASS[image.signature] ?? ''}`}>{image.signature}</span> : <span class="muted">–</span>;
+}
+
 function pageHref(filter: string, page: number): string {
   const q = new URLSearchParams();
   if (filter) q.set('q', filter);
@@ -42,7 +49,7 @@ export function ImagesPage({ page, now }: { page: ImagePage; now: number }) {
       </p>
       <table id="images">
         <thead>
-          <tr><th>Repository</th><th>Tag</th><th>Platforms (mirrored, not mirrored)</th><th>Signatures, SBOMs</th><th class="num">Size</th><th>Last pulled</th></tr>
+          <tr><th>Repository</th><th>Tag</th><th>Platforms (mirrored, not mirrored)</th><th>Signatures, SBOMs</th><th>Signature policy</th><th class="num">Size</th><th>Last pulled</th></tr>
         </thead>
         <tbody>
           {page.images.map((i) => (
@@ -51,6 +58,7 @@ export function ImagesPage({ page, now }: { page: ImagePage; now: number }) {
               <td>{i.tag}</td>
               <td><Platforms image={i} /></td>
               <td>{attached(i)}</td>
+              <td><Signed image={i} /></td>
               <td class="num">{formatBytes(i.bytes)}</td>
               <td title={formatTime(i.lastPulled)}>{ago(i.lastPulled, now)}</td>
             </tr>
@@ -103,6 +111,7 @@ export function RepositoryPage({ repository, images, now }: { repository: string
               <tr><th>{i.kind === 'index' ? 'Index digest' : 'Manifest digest'}</th><td><code>{i.digest}</code></td></tr>
               <tr><th>Platforms</th><td><Platforms image={i} /></td></tr>
               <tr><th>Signatures, SBOMs, attestations</th><td>{attached(i)}</td></tr>
+              <tr><th>Signature policy</th><td><Signed image={i} /></td></tr>
               <tr><th>Size held</th><td>{formatBytes(i.bytes)}</td></tr>
               <tr><th>Last pulled</th><td>{`${ago(i.lastPulled, now)} (${formatTime(i.lastPulled)})`}</td></tr>
             </tbody>

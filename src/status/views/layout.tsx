@@ -27,7 +27,7 @@ code { font: 12px ui-monospace, monospace; }
 .tag.present { color: var(--ok); border-color: var(--ok); }
 .tag.not-mirrored { color: var(--bad); border-color: var(--bad); }
 .tag.pending { color: var(--warn); border-color: var(--warn); }
-.ok { color: var(--ok); } .bad { color: var(--bad); } .muted { color: var(--muted); }
+.ok { color: var(--ok); } .bad { color: var(--bad); } .warn { color: var(--warn); } .muted { color: var(--muted); }
 form.filter { margin: 0 0 .8rem; display: flex; gap: .5rem; }
 form.filter input { flex: 1; max-width: 420px; padding: .35rem .5rem; font: inherit; color: inherit; background: var(--bg); border: 1px solid var(--line); border-radius: 5px; }
 button { font: inherit; padding: .35rem .8rem; border: 1px solid var(--line); border-radius: 5px; background: var(--card); color: inherit; }

@@ -1,4 +1,4 @@
-import type { Demand, HitRatio, Overview } from '../status.js';
+import type { Demand, HitRatio, Overview, Replicas } from '../status.js';
 import { ActivityTable } from './activity.js';
 import { PlatformDemand } from './demand.js';
 import { ago, formatBytes, formatTime, percent } from './format.js';
@@ -16,6 +16,34 @@ function Card(props: { label: string; value: string; sub?: string; id?: string }
 
 function ratioLine(r: HitRatio): string {
   return `${percent(r.ratio)} (${r.hits} hits, ${r.misses} misses)`;
+}
+
+/** The shared bucket and, in a cluster, every replica and whether it answers. */
+function ReplicasSection({ r }: { r: Replicas }) {
+  return (
+    <>
+      <h2>Replicas</h2>
+      <p id="bucket">
+        {`Shared bucket ${r.bucket.name}${r.bucket.prefix ? ` (prefix ${r.bucket.prefix})` : ''} at ${r.bucket.endpoint}: `}
+        <span class={r.bucket.pendingUploads ? 'warn' : 'ok'}>{`${r.bucket.pendingUploads} object${r.bucket.pendingUploads === 1 ? '' : 's'} waiting to be uploaded`}</span>
+      </p>
+      {r.members.length ? (
+        <table id="replicas">
+          <thead>
+            <tr><th>Replica</th><th>State</th></tr>
+          </thead>
+          <tbody>
+            {r.members.map((m) => (
+              <tr>
+                <td>{m.self ? `${m.url} (this one)` : m.url}</td>
+                <td><span class={`tag ${m.alive ? 'present' : 'not-mirrored'}`}>{m.alive ? 'answering' : 'not answering'}</span></td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : null}
+    </>
+  );
 }
 
 /** `/`: the store, the cache, what was saved, the upstreams, then a glance at demand and the last pulls. */
@@ -90,6 +118,8 @@ export function OverviewPage({ o, demand }: { o: Overview; demand: Demand }) {
           ))}
         </tbody>
       </table>
+
+      {o.replicas ? <ReplicasSection r={o.replicas} /> : null}
 
       <h2>Refused platforms, last 24 h</h2>
       <PlatformDemand rows={demand.last24h.byPlatform} />
