@@ -3,9 +3,10 @@
 //
 // What is checked, all by the package except the identity: the certificate chains to a
 // certificate authority of the root and was valid at a verified time; that time comes from an
-// RFC 3161 timestamp by a timestamp authority of the root, or from a transparency-log entry whose
-// promise or inclusion proof verifies with a log key of the root (every log entry is checked when
-// the root names logs; without logs in the root they are ignored, and so are their times); the
+// RFC 3161 timestamp by a timestamp authority of the root, or the integrated time of a
+// transparency-log entry whose inclusion promise verifies with a log key of the root (one of the two
+// is required: without a time the package checks no chain at all); every log entry is checked when
+// the root names logs (without logs in the root they are ignored, and so are their times); the
 // certificate's SCTs verify with the root's CT log keys (at least one is demanded when the root
 // names CT logs); the signature verifies with the certificate's key. Then the certificate's
 // subject (SAN) and OIDC issuer must match one configured identity exactly (or the whole subject
