@@ -101,5 +101,7 @@ function describeFailure(e: Error): string {
   const cause = (e as Error & { cause?: unknown }).cause;
   const why = cause instanceof Error ? `${e.message}: ${cause.message}` : e.message;
   if (/certificate chain|no (valid|trusted) certificate path/i.test(why)) return `its certificate is not issued by a certificate authority it names (${why})`;
+  if (/timestamp could not be verified/i.test(why)) return `its RFC 3161 timestamp is not by a timestamp authority it names (${why})`;
+  if (/inclusion (promise|proof)|checkpoint|TLOG/i.test(`${why} ${(e as Error & { code?: string }).code ?? ''}`)) return `its transparency-log entry does not verify with a log it names (${why.slice(0, 200)})`;
   return why.slice(0, 300);
 }

@@ -79,7 +79,7 @@ describe('keyless bundles', () => {
       reason: 'its certificate is for eve@example.com (issuer https://accounts.example.com), not dev@example.com (https://accounts.example.com) or /ci-.*@example\\.com/ (https://ci.example.com)',
     });
     expect(await check(keylessBundle(a, subject, { ...DEV, issuer: 'https://evil.example.com' }))).toMatchObject({ ok: false, reason: expect.stringContaining('(issuer https://evil.example.com), not') });
-    expect(await check(keylessBundle(stranger, subject, DEV))).toMatchObject({ ok: false, reason: expect.stringMatching(/timestamp could not be verified/) });
+    expect(await check(keylessBundle(stranger, subject, DEV))).toMatchObject({ ok: false, reason: expect.stringContaining('its RFC 3161 timestamp is not by a timestamp authority it names') });
     const other = sha256(Buffer.from('another image'));
     expect(await check(keylessBundle(a, other, DEV))).toMatchObject({ ok: false, reason: `it is over ${other}, not ${subject}` });
   });
@@ -101,6 +101,22 @@ describe('keyless bundles', () => {
       reason: expect.stringContaining('the policy names no trustedRoot'),
     });
     expect(await check(sigstoreDsseBundle(subject, newSigningKey().privateKey))).toMatchObject({ ok: false, reason: 'it is signed with a key, and the policy names none' });
+  });
+
+  it('a transparency log in the root: a logged entry times the certificate; every entry must verify; without logs in the root, log times do not count', async () => {
+    const logged = keylessAuthority(dir, 'logged', { log: true });
+    const otherLog = keylessAuthority(dir, 'other-log', { log: true });
+    const withLog = loadKeylessTrust(logged.trustedRoot, [DEV]);
+    expect(await check(keylessBundle(logged, subject, DEV, { timestamp: false, loggedBy: logged }), withLog)).toMatchObject({ ok: true });
+    // A later integrated time than the log promised.
+    const forged = JSON.parse(keylessBundle(logged, subject, DEV, { timestamp: false, loggedBy: logged }).toString()) as { verificationMaterial: { tlogEntries: Array<{ integratedTime: string }> } };
+    forged.verificationMaterial.tlogEntries[0]!.integratedTime = String(Number(forged.verificationMaterial.tlogEntries[0]!.integratedTime) + 3600);
+    expect(await check(Buffer.from(JSON.stringify(forged)), withLog)).toMatchObject({ ok: false, reason: expect.stringContaining('its transparency-log entry does not verify with a log it names (inclusion promise could not be verified)') });
+    // Timed by the TSA, but also in a log the root does not name.
+    expect(await check(keylessBundle(logged, subject, DEV, { loggedBy: otherLog }), withLog)).toMatchObject({ ok: false, reason: expect.stringContaining(`does not verify with ${logged.trustedRoot}: its transparency-log entry does not verify`) });
+    // The root of `a` names no log: the entry's time is not trusted, nothing else times the certificate.
+    expect(await check(keylessBundle(a, subject, DEV, { timestamp: false, loggedBy: logged }))).toMatchObject({ ok: false, reason: expect.stringContaining('no timestamp it carries') });
+    expect(await check(keylessBundle(a, subject, DEV, { loggedBy: logged }))).toMatchObject({ ok: true });
   });
 
   it('keys and keyless in one policy: the fingerprint names both, and either verifies', async () => {
