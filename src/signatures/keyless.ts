@@ -66,7 +66,12 @@ export function loadKeylessTrust(path: string, identities: SignerIdentity[]): Ke
 
 /** Whether a certificate bundle verifies under `trust` and was signed by one of its identities. */
 export function checkKeyless(bundle: Bundle, artifact: Buffer | undefined, trust: KeylessTrust): KeylessCheck {
-  const entity = toSignedEntity(bundle, artifact);
+  let entity: ReturnType<typeof toSignedEntity>;
+  try {
+    entity = toSignedEntity(bundle, artifact);
+  } catch (e) {
+    return { ok: false, reason: `its certificate or timestamps cannot be parsed (${(e as Error).message.slice(0, 200)})` };
+  }
   // Without logs in the root, log entries cannot be checked: neither they nor their times count.
   const checked = trust.hasTlogs ? entity : { ...entity, tlogEntries: [], timestamps: entity.timestamps.filter((t) => t.$case === 'timestamp-authority') };
   if (checked.timestamps.length === 0) {

@@ -36,10 +36,10 @@ const statementSchema = z.object({
 export type BundleCheck = { ok: true; signer: string } | { ok: false; reason: string };
 
 /**
- * Whether a bundle is a signature by one of `keys`, or a keyless one `keyless` trusts, of `subject` (an image digest): a DSSE envelope
- * whose in-toto statement names the digest with cosign's sign predicate (what `cosign sign`
- * writes; an attestation is not a signature), or a message signature
- * over the manifest's bytes (`subjectBytes`, asked for only then). With a key, transparency-log
+ * Whether a bundle is a signature of `subject` (an image digest) by one of `keys`, or a keyless
+ * one that `keyless` trusts: a DSSE envelope whose in-toto statement names the digest with
+ * cosign's sign predicate (what `cosign sign` writes; an attestation is not a signature), or a
+ * message signature over the manifest's bytes (`subjectBytes`, asked for only then). With a key, transparency-log
  * entries and timestamps in the bundle are not checked: there is no trust root for them.
  */
 export async function checkBundle(

@@ -101,6 +101,9 @@ describe('keyless bundles', () => {
       reason: expect.stringContaining('the policy names no trustedRoot'),
     });
     expect(await check(sigstoreDsseBundle(subject, newSigningKey().privateKey))).toMatchObject({ ok: false, reason: 'it is signed with a key, and the policy names none' });
+    const garbage = JSON.parse(keylessBundle(a, subject, DEV).toString()) as { verificationMaterial: { certificate: { rawBytes: string } } };
+    garbage.verificationMaterial.certificate.rawBytes = Buffer.from('not a certificate').toString('base64');
+    expect(await check(Buffer.from(JSON.stringify(garbage)))).toMatchObject({ ok: false, reason: expect.stringContaining('its certificate or timestamps cannot be parsed') });
   });
 
   it('a transparency log in the root: a logged entry times the certificate; every entry must verify; without logs in the root, log times do not count', async () => {
