@@ -77,7 +77,7 @@ export async function screenLayout(
     if (!policy) {
       if (requireSignatures) refusal = `${shown}: no signature policy covers ${key}, and --require-signatures admits only images signed by a policy's keys`;
     } else {
-      const verdict = await verifyImage((d) => verifySubject(source.for(key), d, policy.keys), e.desc.digest, { parents: [], children });
+      const verdict = await verifyImage((d) => verifySubject(source.for(key), d, policy.keys, policy.keyless), e.desc.digest, { parents: [], children });
       const judgement = { policy, verdict };
       if (verdict.status !== 'verified' && (policy.mode === 'enforce' || requireSignatures)) refusal = refusalMessage(e.target.route, reference, e.desc.digest, judgement);
       else screened.judged.set(e.i, judgement);

@@ -118,15 +118,53 @@ const repositoryPattern = z
   .string()
   .regex(/^[a-z0-9*][a-z0-9._:*/-]*$/, 'expected a repository pattern like ghcr.io/org/* or docker.io/library/alpine (lower case; * one component, ** any depth)');
 
+/** A keyless signer, as `cosign verify --certificate-identity[-regexp] --certificate-oidc-issuer` names it. */
+const signerIdentitySchema = z
+  .object({
+    /** The certificate's subject alternative name (an e-mail or URI), exactly. */
+    subject: z.string().min(1).optional(),
+    /** Or a regular expression the whole subject must match. */
+    subjectRegExp: z
+      .string()
+      .min(1)
+      .refine((r) => isRegExp(r), 'not a valid regular expression')
+      .optional(),
+    /** The OIDC issuer in the certificate (Fulcio's extension 1.3.6.1.4.1.57264.1.8 or .1.1), exactly. */
+    issuer: z.string().min(1),
+  })
+  .strict()
+  .refine((i) => (i.subject === undefined) !== (i.subjectRegExp === undefined), 'give subject or subjectRegExp (one of them)');
+
 const signaturePolicySchema = z
   .object({
     repositories: z.array(repositoryPattern).min(1),
     /** PEM public keys (cosign.pub: ECDSA P-256; Ed25519 and RSA too); one verifying is enough. */
-    keys: z.array(z.string().min(1)).min(1),
+    keys: z.array(z.string().min(1)).default([]),
+    /**
+     * Keyless signatures (Sigstore bundles with a certificate): the Sigstore TrustedRoot JSON whose
+     * certificate authorities, timestamp authorities and logs are trusted. Read at start-up only.
+     */
+    trustedRoot: z.string().min(1).optional(),
+    /** Who may have signed keylessly: one matching is enough. Needs trustedRoot. */
+    identities: z.array(signerIdentitySchema).default([]),
     /** `enforce`: unverified images are refused (403). `warn`: served, and the log says why. */
     mode: z.enum(['enforce', 'warn']).default('enforce'),
   })
-  .strict();
+  .strict()
+  .superRefine((p, ctx) => {
+    if (p.keys.length === 0 && !p.trustedRoot) ctx.addIssue({ code: 'custom', path: ['keys'], message: 'name keys, or a trustedRoot and identities for keyless signatures' });
+    if (p.trustedRoot && p.identities.length === 0) ctx.addIssue({ code: 'custom', path: ['identities'], message: 'a trustedRoot needs identities: who may sign (subject and issuer)' });
+    if (!p.trustedRoot && p.identities.length > 0) ctx.addIssue({ code: 'custom', path: ['trustedRoot'], message: 'identities need a trustedRoot file to verify certificates with' });
+  });
+
+function isRegExp(source: string): boolean {
+  try {
+    new RegExp(source);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export const configSchema = z
   .object({
@@ -220,8 +258,8 @@ export const configSchema = z
     referrers: z.boolean().default(true),
     /**
      * Admit only signed images: the first policy whose pattern matches a repository decides; a
-     * repository no policy matches is not checked. Keyless (Fulcio/Rekor) signatures are not
-     * supported: only the keys named here, never a trust root fetched at run time.
+     * repository no policy matches is not checked. Keyless (Fulcio) signatures only under a
+     * policy's own trustedRoot file: no trust root is ever fetched at run time.
      */
     signatures: z.object({ policies: z.array(signaturePolicySchema).default([]) }).strict().prefault({}),
     sync: z

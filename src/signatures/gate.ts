@@ -7,7 +7,7 @@ import type { Mirror } from '../mirror/mirror.js';
 import type { Route } from '../mirror/routing.js';
 import type { Logger } from '../log.js';
 import { MirrorSignatureSource } from './mirror-source.js';
-import { describeKeys, SignaturePolicies, type Policy } from './policy.js';
+import { describeSigners, SignaturePolicies, type Policy } from './policy.js';
 import { isArtifact, verifyImage, verifySubject, type Verdict } from './verify.js';
 
 export interface Judgement {
@@ -104,7 +104,7 @@ export class SignatureGate {
     }
     const why = users.length === 0 ? 'no image stored here references it' : `the manifest that uses it, ${users[0]}, is not signed (${last?.verdict.reason})`;
     const judgement = last ?? { policy, verdict: { status: 'unsigned' as const, reason: why } };
-    const message = `blob ${digest} of ${route.asked} belongs to no image signed by ${describeKeys(policy.keys)}: ${why}`;
+    const message = `blob ${digest} of ${route.asked} belongs to no image signed by ${describeSigners(policy)}: ${why}`;
     return { allowed: false, judgement, error: ociErrors.denied(message, { repository: route.asked, digest, signature: judgement.verdict.status }) };
   }
 
@@ -117,7 +117,7 @@ export class SignatureGate {
     }
     const known = this.mirror.catalogue.verdicts.get(route.key, digest);
     if (known && known.state === state) return { status: known.status, reason: known.reason, ...(known.signer ? { signer: known.signer } : {}) };
-    const verdict = await verifySubject(source, digest, policy.keys);
+    const verdict = await verifySubject(source, digest, policy.keys, policy.keyless);
     if (!verdict.transient) {
       this.mirror.catalogue.verdicts.record({ repo: route.key, digest, status: verdict.status, reason: verdict.reason, signer: verdict.signer ?? null, state });
     }
@@ -138,7 +138,7 @@ export class SignatureGate {
 /** `ghcr.io/org/app:1.4 (sha256:…) has no signature by keys/org.pub: <why>`. */
 export function refusalMessage(route: Route, reference: string, digest: string, { policy, verdict }: Judgement): string {
   const image = isDigestLike(reference) ? `${route.asked}@${digest}` : `${route.asked}:${reference} (${digest})`;
-  return `${image} has no signature by ${describeKeys(policy.keys)}: ${verdict.reason}`;
+  return `${image} has no signature by ${describeSigners(policy)}: ${verdict.reason}`;
 }
 
 const gates = new WeakMap<Mirror, SignatureGate>();

@@ -7,11 +7,11 @@ import { SignaturePolicies } from './policy.js';
 const POLL_MS = 1000;
 
 /**
- * Reloads the policies' keys when a key file changes (a rotated cosign.pub): verdicts reached with
- * the old keys are reached again. A file that no longer loads is logged and the keys in force kept.
+ * Reloads the policies' keys when a key or trusted root file changes (a rotated cosign.pub):
+ * verdicts reached with the old keys are reached again. A file that no longer loads is logged and the keys in force kept.
  */
 export function watchSignatureKeys(gate: SignatureGate, config: MirrorConfig['signatures'], log: Logger): () => void {
-  const files = [...new Set(config.policies.flatMap((p) => p.keys))];
+  const files = [...new Set(config.policies.flatMap((p) => [...p.keys, ...(p.trustedRoot ? [p.trustedRoot] : [])]))];
   const changed = (cur: Stats, prev: Stats): void => {
     if (cur.mtimeMs === prev.mtimeMs && cur.size === prev.size && cur.ino === prev.ino) return;
     try {

@@ -1,12 +1,14 @@
 // Sigstore bundles (cosign 3's default signature: an OCI referrer of artifactType
-// `application/vnd.dev.sigstore.bundle.v0.3+json`), checked with a public key through
-// @sigstore/verify. Offline by construction: the trust material holds no CA, transparency log or
-// timestamp authority, only the configured keys; none is ever fetched.
+// `application/vnd.dev.sigstore.bundle.v0.3+json`), checked through @sigstore/verify: with a public
+// key (the trust material then holds no CA, transparency log or timestamp authority, only the
+// configured keys), or keylessly against the policy's trusted root file (keyless.ts). Offline by
+// construction: nothing is ever fetched.
 import type { KeyObject } from 'node:crypto';
 import { bundleFromJSON, type Bundle } from '@sigstore/bundle';
 import { toSignedEntity, toTrustMaterial, Verifier } from '@sigstore/verify';
 import { z } from 'zod';
 import type { NamedKey } from './keys.js';
+import { checkKeyless, type KeylessTrust } from './keyless.js';
 
 export const SIGSTORE_BUNDLE_TYPES: ReadonlySet<string> = new Set([
   'application/vnd.dev.sigstore.bundle.v0.3+json',
@@ -31,16 +33,21 @@ const statementSchema = z.object({
   predicateType: z.string(),
 });
 
-export type BundleCheck = { ok: true; key: NamedKey } | { ok: false; reason: string };
+export type BundleCheck = { ok: true; signer: string } | { ok: false; reason: string };
 
 /**
- * Whether a bundle is one of `keys`' signatures of `subject` (an image digest): a DSSE envelope
- * whose in-toto statement names the digest with cosign's sign predicate (what `cosign sign`
- * writes; an attestation is not a signature), or a message signature
- * over the manifest's bytes (`subjectBytes`, asked for only then). Transparency-log entries and
- * timestamps in the bundle are not checked: there is no trust root for them here.
+ * Whether a bundle is a signature of `subject` (an image digest) by one of `keys`, or a keyless
+ * one that `keyless` trusts: a DSSE envelope whose in-toto statement names the digest with
+ * cosign's sign predicate (what `cosign sign` writes; an attestation is not a signature), or a
+ * message signature over the manifest's bytes (`subjectBytes`, asked for only then). With a key, transparency-log
+ * entries and timestamps in the bundle are not checked: there is no trust root for them.
  */
-export async function checkBundle(text: Buffer, subject: string, keys: NamedKey[], subjectBytes: () => Promise<Buffer>): Promise<BundleCheck> {
+export async function checkBundle(
+  text: Buffer,
+  subject: string,
+  { keys, keyless }: { keys: NamedKey[]; keyless?: KeylessTrust | undefined },
+  subjectBytes: () => Promise<Buffer>,
+): Promise<BundleCheck> {
   if (text.length > MAX_BUNDLE_BYTES) return { ok: false, reason: `the bundle is ${text.length} bytes, too large for a signature` };
   let bundle: Bundle;
   try {
@@ -48,9 +55,9 @@ export async function checkBundle(text: Buffer, subject: string, keys: NamedKey[
   } catch (e) {
     return { ok: false, reason: `not a valid Sigstore bundle (${(e as Error).message})` };
   }
-  if (bundle.verificationMaterial.content.$case !== 'publicKey') {
-    return { ok: false, reason: 'it is a keyless (certificate) bundle; this mirror verifies only with its configured keys' };
-  }
+  const keyed = bundle.verificationMaterial.content.$case === 'publicKey';
+  if (!keyed && !keyless) return { ok: false, reason: 'it is a keyless (certificate) bundle, and the policy names no trustedRoot to verify it with' };
+  if (keyed && keys.length === 0) return { ok: false, reason: 'it is signed with a key, and the policy names none' };
   const [algorithm, hex] = subject.split(':') as [string, string];
   let artifact: Buffer | undefined;
   if (bundle.content.$case === 'dsseEnvelope') {
@@ -68,8 +75,9 @@ export async function checkBundle(text: Buffer, subject: string, keys: NamedKey[
     if (signedHex !== hex) return { ok: false, reason: `it is over ${algorithm}:${signedHex || '(none)'}, not ${subject}` };
     artifact = await subjectBytes();
   }
+  if (!keyed) return checkKeyless(bundle, artifact, keyless!);
   for (const k of keys) {
-    if (verifiesWith(bundle, artifact, k.key)) return { ok: true, key: k };
+    if (verifiesWith(bundle, artifact, k.key)) return { ok: true, signer: k.name };
   }
   return { ok: false, reason: 'its signature does not verify' };
 }

@@ -6,6 +6,7 @@ import { parseManifest, type ParsedManifest } from '../oci/manifest.js';
 import { cosignTag, type ReferrerDescriptor } from '../oci/referrers.js';
 import type { VerdictStatus } from '../store/signature-verdicts.js';
 import type { NamedKey } from './keys.js';
+import type { KeylessTrust } from './keyless.js';
 import { checkBundle, MAX_BUNDLE_BYTES, SIGSTORE_BUNDLE_TYPES } from './sigstore-bundle.js';
 
 /** Where a subject's signatures are read from. Every read verifies the bytes against their digest. */
@@ -63,7 +64,7 @@ export async function verifyImage(verdictOn: (digest: string) => Promise<Verdict
   return own;
 }
 
-export async function verifySubject(source: SignatureSource, subject: string, keys: NamedKey[]): Promise<Verdict> {
+export async function verifySubject(source: SignatureSource, subject: string, keys: NamedKey[], keyless?: KeylessTrust): Promise<Verdict> {
   const problems: string[] = [];
   let found = 0;
   let transient = false;
@@ -99,7 +100,7 @@ export async function verifySubject(source: SignatureSource, subject: string, ke
     problems.push(`the referrers could not be read (${(e as Error).message.slice(0, 300)})`);
   }
   for (const d of referrers) {
-    const ok = await attempt(`the Sigstore bundle ${d.digest}`, () => bundleSignature(source, d, subject, keys));
+    const ok = await attempt(`the Sigstore bundle ${d.digest}`, () => bundleSignature(source, d, subject, keys, keyless));
     if (ok) return ok;
   }
   if (found === 0 && !transient) return { status: 'unsigned', reason: `no ${tag} tag and no signature referrer` };
@@ -131,15 +132,15 @@ async function cosignSignature(source: SignatureSource, manifestBytes: Buffer, s
   return reasons.join(', ');
 }
 
-async function bundleSignature(source: SignatureSource, d: ReferrerDescriptor, subject: string, keys: NamedKey[]): Promise<Verdict | string> {
+async function bundleSignature(source: SignatureSource, d: ReferrerDescriptor, subject: string, keys: NamedKey[], keyless?: KeylessTrust): Promise<Verdict | string> {
   const parsed = parseManifest(await source.manifest(d.digest));
   if (!parsed.ok || parsed.manifest.kind !== 'image') return 'is not an artifact manifest';
   const layer = parsed.manifest.layers.find((l) => SIGSTORE_BUNDLE_TYPES.has(l.mediaType)) ?? parsed.manifest.layers[0];
   if (!layer) return 'has no layer';
   if (layer.size > MAX_BUNDLE_BYTES) return `is ${layer.size} bytes, too large for a signature`;
-  const checked = await checkBundle(await source.blob(layer.digest, layer.size), subject, keys, () => source.manifest(subject));
+  const checked = await checkBundle(await source.blob(layer.digest, layer.size), subject, { keys, keyless }, () => source.manifest(subject));
   if (!checked.ok) return checked.reason;
-  return { status: 'verified', reason: `Sigstore bundle ${d.digest} by ${checked.key.name}`, signer: checked.key.name };
+  return { status: 'verified', reason: `Sigstore bundle ${d.digest} by ${checked.signer}`, signer: checked.signer };
 }
 
 /** A reason stays readable (and a response small) whatever a hostile signature holds. */

@@ -154,17 +154,22 @@ function pae(payloadType: string, payload: Buffer): Buffer {
  * No transparency-log entry (as with --tlog-upload=false).
  */
 export function sigstoreDsseBundle(digest: string, key: KeyObject, predicateType = SIGN_PREDICATE): Buffer {
-  const [algorithm, hex] = digest.split(':') as [string, string];
-  const statement = Buffer.from(
-    JSON.stringify({ _type: 'https://in-toto.io/Statement/v1', subject: [{ name: '', digest: { [algorithm]: hex } }], predicateType, predicate: {} }),
-  );
   return Buffer.from(
     JSON.stringify({
       mediaType: COSIGN.sigstoreBundle,
       verificationMaterial: { publicKey: { hint: 'test-key' }, tlogEntries: [] },
-      dsseEnvelope: { payload: statement.toString('base64'), payloadType: IN_TOTO_STATEMENT, signatures: [{ sig: signBytes(pae(IN_TOTO_STATEMENT, statement), key).toString('base64'), keyid: '' }] },
+      dsseEnvelope: signStatement(digest, key, predicateType),
     }),
   );
+}
+
+/** A DSSE envelope of the in-toto statement `cosign sign` makes of `digest`, signed with `key`. */
+export function signStatement(digest: string, key: KeyObject, predicateType = SIGN_PREDICATE): { payload: string; payloadType: string; signatures: Array<{ sig: string; keyid: string }> } {
+  const [algorithm, hex] = digest.split(':') as [string, string];
+  const statement = Buffer.from(
+    JSON.stringify({ _type: 'https://in-toto.io/Statement/v1', subject: [{ name: '', digest: { [algorithm]: hex } }], predicateType, predicate: {} }),
+  );
+  return { payload: statement.toString('base64'), payloadType: IN_TOTO_STATEMENT, signatures: [{ sig: signBytes(pae(IN_TOTO_STATEMENT, statement), key).toString('base64'), keyid: '' }] };
 }
 
 /** A Sigstore bundle with a message signature over `artifact` (what `cosign sign-blob --bundle` makes of the manifest's bytes). */
