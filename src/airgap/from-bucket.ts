@@ -5,7 +5,7 @@ import { parseDigest } from '../oci/digest.js';
 import { parseManifest } from '../oci/manifest.js';
 import { parsePlatform } from '../oci/platform.js';
 import { DigestMismatchError, SizeMismatchError } from '../store/blob-store.js';
-import type { Bucket } from '../store/bucket.js';
+import type { Bucket, TagRecord } from '../store/bucket.js';
 import { BucketSnapshot } from '../store/bucket-snapshot.js';
 import { manifestRecord } from '../mirror/records.js';
 import type { Mirror } from '../mirror/mirror.js';
@@ -76,19 +76,22 @@ class Copier {
 
   /** The digest a tag names: the bucket's record if it is fresher than the local tag (another replica checked it later). */
   tag(tag: string): string | undefined {
-    const local = this.mirror.catalogue.getTag(this.repo, tag);
-    const shared = this.snap.tags.get(`${this.repo}:${tag}`);
-    return shared && (!local || shared.checkedAt > local.checked_at) ? shared.digest : local?.digest;
+    return (this.fresherInBucket(tag) ?? this.mirror.catalogue.getTag(this.repo, tag))?.digest;
   }
 
   /** Takes the bucket's tag record into the local tier if it is fresher and its manifest is now here. */
   adoptTag(tag: string): void {
-    const { catalogue } = this.mirror;
-    const local = catalogue.getTag(this.repo, tag);
-    const shared = this.snap.tags.get(`${this.repo}:${tag}`);
-    if (!shared || (local && shared.checkedAt <= local.checked_at) || !catalogue.getManifest(this.repo, shared.digest)) return;
+    const shared = this.fresherInBucket(tag);
+    if (!shared || !this.mirror.catalogue.getManifest(this.repo, shared.digest)) return;
     // As fresh as upstream last confirmed it, not as this copy.
-    catalogue.setTag(this.repo, tag, shared.digest, shared.checkedAt);
+    this.mirror.catalogue.setTag(this.repo, tag, shared.digest, shared.checkedAt);
+  }
+
+  /** The bucket's record of a tag, when upstream confirmed it later than the local tier's. */
+  private fresherInBucket(tag: string): TagRecord | undefined {
+    const local = this.mirror.catalogue.getTag(this.repo, tag);
+    const shared = this.snap.tags.get(`${this.repo}:${tag}`);
+    return shared && (!local || shared.checkedAt > local.checked_at) ? shared : undefined;
   }
 
   async manifest(digest: string, depth: number, attachDepth: number): Promise<void> {

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { formatBytes } from '../../src/commands/command.js';
+import type { InventoryEntry } from '../../src/store/inventory.js';
 import { buildCli, runCli, writeConfigFile, type CliBuild } from '../support/cli.js';
 import { useFixture } from '../support/fixture.js';
 import {
@@ -92,18 +93,8 @@ function summary(stdout: string): Record<string, string> {
   return out;
 }
 
-interface LsEntry {
-  repository: string;
-  tag: string;
-  digest: string;
-  kind: string;
-  platforms: string[];
-  notMirrored: string[];
-  bytes: number;
-  signatures: number;
-  sboms: number;
-  attestations: number;
-}
+/** A row of `ls --json`: the store's inventory entry. */
+type LsEntry = InventoryEntry;
 
 const isArm64 = (p: string) => /^linux\/arm64(\/v8)?$/.test(p);
 
