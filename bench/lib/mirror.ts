@@ -4,7 +4,7 @@
 // (a scratch copy with a change under test) for A/B runs.
 import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { freePort, run, startProc, tempDir, waitForHttp, type Proc, type RunResult } from './procs.js';
+import { cleanEnv, freePort, run, startProc, tempDir, waitForHttp, type Proc, type RunResult } from './procs.js';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '..', '..', '..');
 export const MIRROR_CLI = resolve(process.env.BENCH_MIRROR_CLI ?? join(REPO_ROOT, 'dist', 'src', 'cli.js'));
@@ -19,6 +19,8 @@ export interface MirrorOptions {
   nodeArgs?: string[];
   /** The port to listen on (default: a free one); a replica's peers must know it before it starts. */
   port?: number;
+  /** Extra environment for the process. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface SparseMirror {
@@ -58,6 +60,7 @@ export async function startSparseMirror(name: string, opts: MirrorOptions): Prom
   const proc = startProc(`sparse-mirror (${name})`, process.execPath, [...(opts.nodeArgs ?? []), MIRROR_CLI, 'serve', '--config', configPath], {
     logFile,
     cwd: work,
+    env: opts.env ? cleanEnv(opts.env) : undefined,
   });
   const url = `http://127.0.0.1:${port}`;
   const startupMs = await waitForHttp(`${url}/v2/`, { proc, since: started, intervalMs: 5, timeoutMs: 30_000 });
