@@ -14,7 +14,8 @@ export interface ImageShape {
  * The shapes scenario 3 pulls, spanning what registries hold (sizes in MiB; BENCH_QUICK divides
  * them by 8). The first is the benchmark's original image.
  */
-const SHAPES: Array<{ name: string; mib: number[] }> = [
+/** Scenario 3's image shapes (BENCH_S3_SHAPES picks them by number, from 1). */
+export const SHAPES: Array<{ name: string; mib: number[] }> = [
   { name: 'four layers, 64 MiB first', mib: [64, 32, 16, 8] },
   { name: 'a dozen small layers', mib: [3, 1, 4, 2, 1.5, 3.5, 1, 2.5, 4, 1, 2, 3] },
   { name: 'four layers of 16–40 MiB', mib: [40, 32, 24, 16] },
@@ -22,6 +23,11 @@ const SHAPES: Array<{ name: string; mib: number[] }> = [
   // Like a language runtime image: a distribution base, packages, the runtime, then small layers.
   { name: 'a language image, 7 mixed layers', mib: [29, 24, 64, 6, 2, 0.25, 0.004] },
 ];
+
+/** A shape's layer sizes in bytes, divided by `scale` (a quick run), at least 1 KiB each. */
+export function shapeLayers(shape: { mib: number[] }, scale = 1): number[] {
+  return shape.mib.map((m) => Math.max(1024, Math.round((m * MIB) / scale)));
+}
 
 export interface Settings {
   quick: boolean;
@@ -65,7 +71,7 @@ export function settingsFromEnv(): Settings {
     s3: {
       shapes: SHAPES.filter((_, i) => !process.env.BENCH_S3_SHAPES || process.env.BENCH_S3_SHAPES.split(',').map(Number).includes(i + 1)).map((s) => ({
         name: s.name,
-        layers: s.mib.map((m) => Math.max(1024, Math.round((m * MIB) / (quick ? 8 : 1)))),
+        layers: shapeLayers(s, quick ? 8 : 1),
       })),
       smallLayer: 256 * 1024,
       // Single pulls move by ±15% on a shared 2-core machine: 12 rounds (each order of the three

@@ -2,23 +2,17 @@
 // sparse-mirror started side by side (each its own process, with its own environment and config
 // keys), the order rotating each round, per-round ratios to the direct pull and each variant's CPU.
 // A/B runs of the cold path find their answer here in minutes instead of a full bench run.
-//   VARIANTS='base||{};no-read-ahead||{"blobs":{"readAhead":false}}' SHAPES=mid,small ROUNDS=12 \
+//   VARIANTS='base||{};no-read-ahead||{"blobs":{"readAhead":false}}' SHAPES=3,2 ROUNDS=12 \
 //     node dist-bench/bench/probe/ab.js
-// A variant is name|ENV=value,…|{config keys}; SHAPES from the table below.
+// A variant is name|ENV=value,…|{config keys}; SHAPES are scenario 3's, by number (bench/lib/context.ts).
 import { join } from 'node:path';
 import { skopeoCopy } from '../lib/clients.js';
+import { SHAPES, shapeLayers } from '../lib/context.js';
 import { pushSevenPlatformIndex } from '../lib/images.js';
 import { startDistribution } from '../lib/registry.js';
 import { startSparseMirror } from '../lib/mirror.js';
 import { groupCpuSeconds, removeDir, stopAll, tempDir, removeAllTemp } from '../lib/procs.js';
 
-const shapes: Record<string, number[]> = {
-  first64: [64, 32, 16, 8].map((m) => m * 2 ** 20),
-  small: [3, 1, 4, 2, 1.5, 3.5, 1, 2.5, 4, 1, 2, 3].map((m) => Math.round(m * 2 ** 20)),
-  mid: [40, 32, 24, 16].map((m) => m * 2 ** 20),
-  big: [200 * 2 ** 20],
-  lang: [29, 24, 64, 6, 2].map((m) => m * 2 ** 20).concat([262144, 4194]),
-};
 const variants = (process.env.VARIANTS ?? 'base::{}').split(';').map((v) => {
   const [name, env, extra] = v.split('|');
   return { name: name!, env: Object.fromEntries((env ?? '').split(',').filter(Boolean).map((kv) => kv.split('='))), extra: JSON.parse(extra || '{}') };
@@ -29,8 +23,8 @@ const mirrors = await Promise.all(variants.map((v) => startSparseMirror(v.name, 
 const work = tempDir('probe');
 const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
 try {
-  for (const shapeName of (process.env.SHAPES ?? 'mid').split(',')) {
-    const shape = shapes[shapeName]!;
+  for (const shapeName of (process.env.SHAPES ?? '3').split(',')) {
+    const shape = shapeLayers(SHAPES[Number(shapeName) - 1]!);
     const ratios: Record<string, number[]> = Object.fromEntries(variants.map((v) => [v.name, []]));
     const cpus: Record<string, number[]> = Object.fromEntries(variants.map((v) => [v.name, []]));
     // every variant's code paths once, so that no round pays for the JIT

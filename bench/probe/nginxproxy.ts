@@ -2,21 +2,17 @@
 // pull, direct against nginx as a streaming reverse proxy (proxy_buffering off), nginx as a caching
 // proxy (proxy_cache: it also writes every byte to a file, but neither hashes nor flushes it) and
 // sparse-mirror, the order rotating each round.
-//   SHAPE=mid ROUNDS=8 node dist-bench/bench/probe/nginxproxy.js
+//   SHAPE=3 ROUNDS=8 (scenario 3's shapes by number) node dist-bench/bench/probe/nginxproxy.js
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { skopeoCopy } from '../lib/clients.js';
+import { SHAPES, shapeLayers } from '../lib/context.js';
 import { pushSevenPlatformIndex } from '../lib/images.js';
 import { startDistribution } from '../lib/registry.js';
 import { startSparseMirror } from '../lib/mirror.js';
 import { freePort, removeDir, startProc, stopAll, tempDir, removeAllTemp, waitForHttp } from '../lib/procs.js';
 
-const shapes: Record<string, number[]> = {
-  small: [3, 1, 4, 2, 1.5, 3.5, 1, 2.5, 4, 1, 2, 3].map((m) => Math.round(m * 2 ** 20)),
-  mid: [40, 32, 24, 16].map((m) => m * 2 ** 20),
-  big: [200 * 2 ** 20],
-};
-const shape = shapes[process.env.SHAPE ?? 'mid']!;
+const shape = shapeLayers(SHAPES[Number(process.env.SHAPE ?? 3) - 1]!);
 const rounds = Number(process.env.ROUNDS ?? 6);
 const upstream = await startDistribution('upstream');
 const mirror = await startSparseMirror('main', { upstream: upstream.url });
