@@ -11,9 +11,10 @@ import { SHAPES, shapeLayers } from '../lib/context.js';
 import { pushSevenPlatformIndex } from '../lib/images.js';
 import { startDistribution } from '../lib/registry.js';
 import { startSparseMirror } from '../lib/mirror.js';
+import { median } from '../lib/stats.js';
 import { groupCpuSeconds, removeDir, stopAll, tempDir, removeAllTemp } from '../lib/procs.js';
 
-const variants = (process.env.VARIANTS ?? 'base::{}').split(';').map((v) => {
+const variants = (process.env.VARIANTS ?? 'base||{}').split(';').map((v) => {
   const [name, env, extra] = v.split('|');
   return { name: name!, env: Object.fromEntries((env ?? '').split(',').filter(Boolean).map((kv) => kv.split('='))), extra: JSON.parse(extra || '{}') };
 });
@@ -21,7 +22,6 @@ const rounds = Number(process.env.ROUNDS ?? 6);
 const upstream = await startDistribution('upstream');
 const mirrors = await Promise.all(variants.map((v) => startSparseMirror(v.name, { upstream: upstream.url, env: v.env, extra: v.extra })));
 const work = tempDir('probe');
-const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
 try {
   for (const shapeName of (process.env.SHAPES ?? '3').split(',')) {
     const shape = shapeLayers(SHAPES[Number(shapeName) - 1]!);
@@ -47,7 +47,7 @@ try {
       for (const v of variants) ratios[v.name]!.push(t[v.name]! / t.direct!);
       console.log(`${shapeName} round ${r}: ` + Object.entries(t).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', '));
     }
-    console.log(`${shapeName} median ÷ direct: ` + variants.map((v) => `${v.name} ${med(ratios[v.name]!).toFixed(2)} (cpu ${med(cpus[v.name]!).toFixed(0)} ms)`).join(', '));
+    console.log(`${shapeName} median ÷ direct: ` + variants.map((v) => `${v.name} ${median(ratios[v.name]!).toFixed(2)} (cpu ${median(cpus[v.name]!).toFixed(0)} ms)`).join(', '));
   }
 } finally {
   await stopAll();

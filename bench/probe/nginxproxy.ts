@@ -10,6 +10,7 @@ import { SHAPES, shapeLayers } from '../lib/context.js';
 import { pushSevenPlatformIndex } from '../lib/images.js';
 import { startDistribution } from '../lib/registry.js';
 import { startSparseMirror } from '../lib/mirror.js';
+import { median } from '../lib/stats.js';
 import { freePort, removeDir, startProc, stopAll, tempDir, removeAllTemp, waitForHttp } from '../lib/procs.js';
 
 const shape = shapeLayers(SHAPES[Number(process.env.SHAPE ?? 3) - 1]!);
@@ -50,8 +51,7 @@ try {
     for (const k of Object.keys(ratios)) ratios[k]!.push(t[k]! / t.direct!);
     console.log(`round ${r}: ` + Object.entries(t).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', '));
   }
-  const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
-  console.log('median ÷ direct: ' + Object.entries(ratios).map(([k, v]) => `${k} ${med(v).toFixed(2)}`).join(', '));
+  console.log('median ÷ direct: ' + Object.entries(ratios).map(([k, v]) => `${k} ${median(v).toFixed(2)}`).join(', '));
 } finally {
   await stopAll();
   removeAllTemp();
