@@ -12,9 +12,8 @@ export interface ImageShape {
 
 /**
  * The shapes scenario 3 pulls, spanning what registries hold (sizes in MiB; BENCH_QUICK divides
- * them by 8). The first is the benchmark's original image.
+ * them by 8; BENCH_S3_SHAPES picks them by number, from 1). The first is the benchmark's original image.
  */
-/** Scenario 3's image shapes (BENCH_S3_SHAPES picks them by number, from 1). */
 export const SHAPES: Array<{ name: string; mib: number[] }> = [
   { name: 'four layers, 64 MiB first', mib: [64, 32, 16, 8] },
   { name: 'a dozen small layers', mib: [3, 1, 4, 2, 1.5, 3.5, 1, 2.5, 4, 1, 2, 3] },

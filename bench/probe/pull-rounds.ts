@@ -1,0 +1,46 @@
+// What both diagnostics share: rounds of scenario 3's cold skopeo pull of a new image, direct and
+// through each proxy, the order rotating each round (every one first in turn after as many rounds as
+// there are of them; scenario 3's permutations would keep direct first for the first six rounds of four),
+// with per-round ratios to direct.
+import { join } from 'node:path';
+import { skopeoCopy } from '../lib/clients.js';
+import { pushSevenPlatformIndex } from '../lib/images.js';
+import type { Distribution } from '../lib/registry.js';
+import { groupCpuSeconds, removeDir, tempDir } from '../lib/procs.js';
+import { median } from '../lib/stats.js';
+
+export interface Proxy {
+  name: string;
+  host: string;
+  /** Its process group, to report its CPU per pull. */
+  pid?: number;
+}
+
+/** Pulls `rounds` new images of `layers` through each proxy and direct; logs every round and the medians. */
+export async function pullRounds(upstream: Distribution, proxies: Proxy[], layers: number[], rounds: number, label: string): Promise<void> {
+  const work = tempDir('probe');
+  const ratios = new Map(proxies.map((p) => [p.name, [] as number[]]));
+  const cpus = new Map(proxies.map((p) => [p.name, [] as number[]]));
+  const direct: Proxy = { name: 'direct', host: upstream.host };
+  try {
+    for (let r = 0; r < rounds; r++) {
+      const img = await pushSevenPlatformIndex(upstream.url, `probe/${label}-${r}`, 'v1', { bigPlatform: 'linux/amd64', bigLayers: layers, smallLayer: 256 * 1024 });
+      const ms = new Map<string, number>();
+      const order = [direct, ...proxies];
+      for (const p of [...order.slice(r % order.length), ...order.slice(0, r % order.length)]) {
+        const cpu0 = p.pid ? await groupCpuSeconds(p.pid) : 0;
+        const dest = join(work, `${p.name}-${r}`);
+        ms.set(p.name, (await skopeoCopy(`docker://${p.host}/${img.repo}:v1`, `dir:${dest}`, { os: 'linux', arch: 'amd64' })).ms);
+        removeDir(dest);
+        await new Promise((res) => setTimeout(res, 100)); // the last commit's rename and record
+        if (p.pid) cpus.get(p.name)!.push(((await groupCpuSeconds(p.pid)) - cpu0) * 1000);
+      }
+      for (const p of proxies) ratios.get(p.name)!.push(ms.get(p.name)! / ms.get('direct')!);
+      console.log(`${label} round ${r}: ${[...ms].map(([k, v]) => `${k} ${v.toFixed(0)}`).join(', ')}`);
+    }
+    const cpu = (name: string) => (cpus.get(name)!.length ? ` (cpu ${median(cpus.get(name)!).toFixed(0)} ms)` : '');
+    console.log(`${label} median ÷ direct: ${proxies.map((p) => `${p.name} ${median(ratios.get(p.name)!).toFixed(2)}${cpu(p.name)}`).join(', ')}`);
+  } finally {
+    removeDir(work);
+  }
+}
