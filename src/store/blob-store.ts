@@ -146,6 +146,17 @@ export class BlobStore {
 const SYNC_EVERY = 16 * 1024 * 1024;
 /** Size of a writer's two buffers: one being written to the temp file, one gathering the next. */
 const WRITE_BUFFER = 256 * 1024;
+/**
+ * A writer whose source outruns its small buffers (a fast upstream: it waited for the file) takes
+ * two of these instead, while any are free. With 256 KiB a download from a fast upstream waits for
+ * the file about half of the time (bench/RESULTS.md, analysis "write buffers"). The large ones
+ * are a fixed set, reused rather than dropped: freed buffers would wait for a collection, and
+ * 32 downloads at once peaked 45 MiB higher that way.
+ */
+const LARGE_WRITE_BUFFER = 2 * 1024 * 1024;
+const LARGE_BUFFERS = 8;
+const freeLargeBuffers: Buffer[] = [];
+let largeBuffersTaken = 0;
 
 /**
  * One blob being written: hashed as it goes, committed by an atomic rename only if it verifies.
@@ -177,6 +188,9 @@ export class BlobWriter {
   private writeError: Error | undefined;
   private syncedUpTo = 0;
   private syncing: Promise<void> | undefined;
+  /** Bytes per buffer: WRITE_BUFFER, or LARGE_WRITE_BUFFER once grown (see there). */
+  private bufferSize = WRITE_BUFFER;
+  private waitedForFile = false;
 
   constructor(
     readonly digest: Digest,
@@ -202,6 +216,7 @@ export class BlobWriter {
     for (let offset = 0; offset < chunk.length; ) {
       const fill = (this.fill ??= this.newBuffer()); // unset only while fewer than two exist
       if (this.filled === fill.length) {
+        this.waitedForFile = true;
         this.blocked = true;
         await this.writing; // both buffers busy: wait for the one being written
         this.blocked = false;
@@ -219,9 +234,43 @@ export class BlobWriter {
 
   /** A second buffer, or the first: allocated on first use, small for a small blob. */
   private newBuffer(): Buffer {
-    const b = Buffer.allocUnsafeSlow(Math.max(1, Math.min(WRITE_BUFFER, this.expectedSize ?? WRITE_BUFFER)));
+    const b =
+      this.bufferSize === LARGE_WRITE_BUFFER
+        ? (freeLargeBuffers.pop() ?? Buffer.allocUnsafeSlow(LARGE_WRITE_BUFFER))
+        : Buffer.allocUnsafeSlow(Math.max(1, Math.min(WRITE_BUFFER, this.expectedSize ?? WRITE_BUFFER)));
     this.buffers.push(b);
     return b;
+  }
+
+  /**
+   * The buffer to gather into while `writing` is written: the other one, unless the writer has
+   * just grown (then a small one is dropped and a large one allocated on the next write).
+   */
+  private nextFill(writing: Buffer): Buffer | undefined {
+    this.growIfWaiting();
+    const other = this.buffers.find((b) => b !== writing);
+    if (!other || other.length >= this.bufferSize || other.length === this.expectedSize) return other;
+    this.buffers.splice(this.buffers.indexOf(other), 1);
+    return undefined;
+  }
+
+  private growIfWaiting(): void {
+    if (!this.waitedForFile || this.bufferSize === LARGE_WRITE_BUFFER) return;
+    if ((this.expectedSize ?? Infinity) <= 4 * WRITE_BUFFER) return; // a small blob is written by the time it would help
+    if (largeBuffersTaken + 2 > LARGE_BUFFERS) return;
+    largeBuffersTaken += 2;
+    this.bufferSize = LARGE_WRITE_BUFFER;
+  }
+
+  /** Hands the large buffers back for the next fast writer. Only once no write is running. */
+  private releaseBuffers(): void {
+    if (this.bufferSize === LARGE_WRITE_BUFFER) {
+      freeLargeBuffers.push(...this.buffers.filter((b) => b.length === LARGE_WRITE_BUFFER));
+      largeBuffersTaken -= 2;
+    }
+    this.bufferSize = WRITE_BUFFER;
+    this.buffers.length = 0;
+    this.fill = undefined;
   }
 
   /** Starts writing the gathered bytes unless a write is running (it starts the next one itself). */
@@ -229,7 +278,7 @@ export class BlobWriter {
     if (this.writing || this.filled === 0 || this.writeError || !this.fill) return;
     const bytes = this.fill.subarray(0, this.filled);
     const at = this.inFile;
-    this.fill = this.buffers.length < 2 ? undefined : this.buffers.find((b) => b !== this.fill);
+    this.fill = this.nextFill(this.fill);
     this.filled = 0;
     this.writing = writeAll(this.handle, bytes, at)
       .then(
@@ -266,6 +315,11 @@ export class BlobWriter {
       .finally(() => (this.syncing = undefined));
   }
 
+  /** Bytes the writer holds in its buffers now (for tests and the memory budget's sake). */
+  get bufferBytes(): number {
+    return this.buffers.reduce((sum, b) => sum + b.length, 0);
+  }
+
   /** Why writing to the temp file failed, once it has. */
   get failure(): Error | undefined {
     return this.writeError;
@@ -299,6 +353,7 @@ export class BlobWriter {
       if (actual !== this.digest.value) throw new DigestMismatchError(this.digest.value, actual, this.written);
       await this.settle(false);
       if (this.writeError) throw this.writeError;
+      this.releaseBuffers(); // all in the file: the flush and rename need no buffer
       this.onVerified(); // all in the temp file: readers may have the end without awaiting a flush
       await this.settle();
       if (this.writeError) throw this.writeError;
@@ -322,6 +377,7 @@ export class BlobWriter {
   private async discard(): Promise<void> {
     this.filled = 0;
     await this.settle();
+    this.releaseBuffers();
     await this.handle.close().catch(() => {});
     await rm(this.tempPath, { force: true });
   }

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseDigest, type Digest, type DigestAlgorithm } from '../../src/oci/digest.js';
-import { BlobStore, DigestMismatchError, SizeMismatchError } from '../../src/store/blob-store.js';
+import { BlobStore, DigestMismatchError, SizeMismatchError, type BlobWriter } from '../../src/store/blob-store.js';
 
 function digestFor(bytes: Uint8Array, algorithm: DigestAlgorithm = 'sha256'): Digest {
   const r = parseDigest(`${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`);
@@ -195,6 +195,47 @@ describe('BlobWriter', () => {
     expect(w.blocked).toBe(false);
     await w.commit();
     expect((await store.read(digestFor(bytes)))?.equals(bytes)).toBe(true);
+  });
+
+  /** Writes `bytes` in 64 KiB chunks as a download does: without awaiting each, pausing while blocked. */
+  async function feed(w: BlobWriter, bytes: Buffer, each: () => void = () => {}): Promise<void> {
+    for (let at = 0; at < bytes.length; at += 64 * 1024) {
+      const written = w.write(bytes.subarray(at, at + 64 * 1024));
+      if (w.blocked) await written;
+      each();
+    }
+  }
+
+  it('grows its two buffers once its source outruns the file, and gives the room back when done', async () => {
+    const bytes = randomBytes(24 * 1024 * 1024);
+    const w = await store.beginWrite(digestFor(bytes), bytes.length);
+    let most = 0;
+    await feed(w, bytes, () => (most = Math.max(most, w.bufferBytes)));
+    expect(most).toBeGreaterThan(2 * 256 * 1024); // it did wait for the file, and grew
+    expect(most).toBeLessThanOrEqual(2 * 2 * 1024 * 1024 + 256 * 1024); // two large ones, and a small one still being written
+    await w.commit();
+    expect(w.bufferBytes).toBe(0);
+    expect((await store.read(digestFor(bytes)))?.equals(bytes)).toBe(true);
+  });
+
+  it('grown writers stay within a budget together; the others keep small buffers, and every blob is intact', async () => {
+    const blobs = Array.from({ length: 10 }, () => randomBytes(8 * 1024 * 1024));
+    const writers = await Promise.all(blobs.map((b) => store.beginWrite(digestFor(b), b.length)));
+    let most = 0;
+    const total = () => (most = Math.max(most, writers.reduce((sum, w) => sum + w.bufferBytes, 0)));
+    await Promise.all(writers.map((w, i) => feed(w, blobs[i]!, total)));
+    // 8 large buffers of 2 MiB at most, the other writers at two 256 KiB each (plus small ones being replaced)
+    expect(most).toBeGreaterThan(10 * 2 * 256 * 1024);
+    expect(most).toBeLessThanOrEqual(16 * 1024 * 1024 + 10 * 2 * 256 * 1024);
+    await Promise.all(writers.map((w) => w.commit()));
+    for (const b of blobs) expect((await store.read(digestFor(b)))?.equals(b)).toBe(true);
+    // The budget came back: a new fast writer grows again.
+    const again = randomBytes(16 * 1024 * 1024);
+    const w = await store.beginWrite(digestFor(again), again.length);
+    let grown = 0;
+    await feed(w, again, () => (grown = Math.max(grown, w.bufferBytes)));
+    expect(grown).toBeGreaterThan(2 * 256 * 1024);
+    await w.commit();
   });
 
   it('works without an expected size', async () => {
