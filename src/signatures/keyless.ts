@@ -15,9 +15,10 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Bundle } from '@sigstore/bundle';
-import { TrustedRoot } from '@sigstore/protobuf-specs';
-import { toSignedEntity, toTrustMaterial, Verifier, type Signer } from '@sigstore/verify';
+import type { TrustedRoot } from '@sigstore/protobuf-specs';
+import type { toSignedEntity, toTrustMaterial, Verifier, Signer } from '@sigstore/verify';
 import { SignatureKeyError } from './keys.js';
+import { sigstore } from './sigstore-libs.js';
 
 export interface SignerIdentity {
   subject?: string;
@@ -48,8 +49,8 @@ export function loadKeylessTrust(path: string, identities: SignerIdentity[]): Ke
   let root: TrustedRoot;
   let trust: ReturnType<typeof toTrustMaterial>;
   try {
-    root = TrustedRoot.fromJSON(JSON.parse(text.toString('utf8')));
-    trust = toTrustMaterial(root);
+    root = sigstore().specs.TrustedRoot.fromJSON(JSON.parse(text.toString('utf8')));
+    trust = sigstore().verify.toTrustMaterial(root);
   } catch (e) {
     throw new SignatureKeyError(`trusted root ${path} is not a Sigstore TrustedRoot JSON (${(e as Error).message.slice(0, 200)})`);
   }
@@ -59,7 +60,7 @@ export function loadKeylessTrust(path: string, identities: SignerIdentity[]): Ke
   if (trust.timestampAuthorities.length === 0 && trust.tlogs.length === 0) {
     throw new SignatureKeyError(`trusted root ${path} names no timestamp authority and no transparency log: no signing time could be verified`);
   }
-  const verifier = new Verifier(trust, { tlogThreshold: 0, ctlogThreshold: trust.ctlogs.length > 0 ? 1 : 0, timestampThreshold: 1 });
+  const verifier = new (sigstore().verify.Verifier)(trust, { tlogThreshold: 0, ctlogThreshold: trust.ctlogs.length > 0 ? 1 : 0, timestampThreshold: 1 });
   const fingerprint = createHash('sha256').update(text).update(JSON.stringify(identities)).digest('hex').slice(0, 16);
   return { name: path, identities, fingerprint, verifier, hasTlogs: trust.tlogs.length > 0 };
 }
@@ -68,7 +69,7 @@ export function loadKeylessTrust(path: string, identities: SignerIdentity[]): Ke
 export function checkKeyless(bundle: Bundle, artifact: Buffer | undefined, trust: KeylessTrust): KeylessCheck {
   let entity: ReturnType<typeof toSignedEntity>;
   try {
-    entity = toSignedEntity(bundle, artifact);
+    entity = sigstore().verify.toSignedEntity(bundle, artifact);
   } catch (e) {
     return { ok: false, reason: `its certificate or timestamps cannot be parsed (${(e as Error).message.slice(0, 200)})` };
   }

@@ -4,11 +4,12 @@
 // configured keys), or keylessly against the policy's trusted root file (keyless.ts). Offline by
 // construction: nothing is ever fetched.
 import type { KeyObject } from 'node:crypto';
-import { bundleFromJSON, type Bundle } from '@sigstore/bundle';
-import { toSignedEntity, toTrustMaterial, Verifier } from '@sigstore/verify';
+import type { Bundle } from '@sigstore/bundle';
+import type { toTrustMaterial } from '@sigstore/verify';
 import { z } from 'zod';
 import type { NamedKey } from './keys.js';
 import { checkKeyless, type KeylessTrust } from './keyless.js';
+import { sigstore } from './sigstore-libs.js';
 
 export const SIGSTORE_BUNDLE_TYPES: ReadonlySet<string> = new Set([
   'application/vnd.dev.sigstore.bundle.v0.3+json',
@@ -51,7 +52,7 @@ export async function checkBundle(
   if (text.length > MAX_BUNDLE_BYTES) return { ok: false, reason: `the bundle is ${text.length} bytes, too large for a signature` };
   let bundle: Bundle;
   try {
-    bundle = bundleFromJSON(JSON.parse(text.toString('utf8')));
+    bundle = sigstore().bundle.bundleFromJSON(JSON.parse(text.toString('utf8')));
   } catch (e) {
     return { ok: false, reason: `not a valid Sigstore bundle (${(e as Error).message})` };
   }
@@ -95,11 +96,11 @@ function statementSubjects(payload: Buffer, algorithm: string): { ok: true; dige
 }
 
 function verifiesWith(bundle: Bundle, artifact: Buffer | undefined, key: KeyObject): boolean {
-  const trust = toTrustMaterial(NO_AUTHORITIES, () => ({ publicKey: key, validFor: () => true }));
-  const verifier = new Verifier(trust, { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 });
+  const trust = sigstore().verify.toTrustMaterial(NO_AUTHORITIES, () => ({ publicKey: key, validFor: () => true }));
+  const verifier = new (sigstore().verify.Verifier)(trust, { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 });
   try {
     // The key alone decides: log entries and timestamps would need authorities this mirror has not.
-    verifier.verify({ ...toSignedEntity(bundle, artifact), tlogEntries: [], timestamps: [] });
+    verifier.verify({ ...sigstore().verify.toSignedEntity(bundle, artifact), tlogEntries: [], timestamps: [] });
     return true;
   } catch {
     return false;

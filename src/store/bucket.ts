@@ -1,16 +1,7 @@
 import type { Readable } from 'node:stream';
 import { createReadStream } from 'node:fs';
-import {
-  CopyObjectCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  S3ServiceException,
-} from '@aws-sdk/client-s3';
+import { createRequire } from 'node:module';
+import type { S3Client } from '@aws-sdk/client-s3';
 import type { Digest } from '../oci/digest.js';
 
 export interface BucketConfig {
@@ -73,13 +64,25 @@ const CONNECT_TIMEOUT_MS = 3_000;
  * with one PUT of known length, which S3 makes visible whole or not at all: a reader never sees a
  * partial object, and content-addressed keys are written only once (If-None-Match).
  */
+type S3Sdk = typeof import('@aws-sdk/client-s3');
+let loadedSdk: S3Sdk | undefined;
+
+/**
+ * The AWS SDK takes ~20 MiB of memory once loaded, so only a mirror that has a bucket loads it:
+ * when the first Bucket is made, not when this module is imported (as every mirror does).
+ */
+function s3Sdk(): S3Sdk {
+  return (loadedSdk ??= createRequire(import.meta.url)('@aws-sdk/client-s3') as S3Sdk);
+}
+
 export class Bucket {
   readonly client: S3Client;
+  private readonly sdk = s3Sdk();
   private downUntil = 0;
   private downBecause = '';
 
   constructor(readonly config: BucketConfig) {
-    this.client = new S3Client({
+    this.client = new this.sdk.S3Client({
       endpoint: config.endpoint,
       region: config.region,
       forcePathStyle: config.forcePathStyle,
@@ -107,7 +110,7 @@ export class Bucket {
   /** Start-up check: the bucket exists and these credentials may use it (a HEAD cannot tell a missing bucket from a missing object). */
   async check(): Promise<void> {
     try {
-      await this.client.send(new HeadBucketCommand({ Bucket: this.config.bucket }));
+      await this.client.send(new this.sdk.HeadBucketCommand({ Bucket: this.config.bucket }));
     } catch (e) {
       const status = statusOf(e);
       if (status === 404) throw new BucketConfigError(`the shared bucket "${this.config.bucket}" does not exist at ${this.config.endpoint ?? 'AWS S3'}`);
@@ -118,14 +121,14 @@ export class Bucket {
 
   /** The blob's size, or undefined when the bucket lacks it. */
   async blobSize(d: Digest): Promise<number | undefined> {
-    return this.call(async () => (await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key: this.blobKey(d) }))).ContentLength);
+    return this.call(async () => (await this.client.send(new this.sdk.HeadObjectCommand({ Bucket: this.config.bucket, Key: this.blobKey(d) }))).ContentLength);
   }
 
   /** The blob's bytes from `offset` on, or undefined when the bucket lacks it. */
   async blob(d: Digest, offset = 0): Promise<{ body: Readable; size: number; offset: number } | undefined> {
     return this.call(async () => {
       const res = await this.client.send(
-        new GetObjectCommand({ Bucket: this.config.bucket, Key: this.blobKey(d), Range: offset > 0 ? `bytes=${offset}-` : undefined }),
+        new this.sdk.GetObjectCommand({ Bucket: this.config.bucket, Key: this.blobKey(d), Range: offset > 0 ? `bytes=${offset}-` : undefined }),
       );
       const total = offset > 0 ? Number(/\/(\d+)$/.exec(res.ContentRange ?? '')?.[1]) : res.ContentLength;
       if (total === undefined || !Number.isFinite(total)) throw new BucketUnavailableError(`bucket answered ${this.blobKey(d)} without its length`);
@@ -140,7 +143,7 @@ export class Bucket {
 
   async manifest(repo: string, d: Digest): Promise<StoredManifest | undefined> {
     return this.call(async () => {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: this.manifestKey(repo, d) }));
+      const res = await this.client.send(new this.sdk.GetObjectCommand({ Bucket: this.config.bucket, Key: this.manifestKey(repo, d) }));
       const bytes = Buffer.from(await res.Body!.transformToByteArray());
       return { bytes, mediaType: res.ContentType ?? '', platform: res.Metadata?.platform || undefined };
     });
@@ -152,7 +155,7 @@ export class Bucket {
 
   async tag(repo: string, tag: string): Promise<TagRecord | undefined> {
     return this.call(async () => {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: this.tagKey(repo, tag) }));
+      const res = await this.client.send(new this.sdk.GetObjectCommand({ Bucket: this.config.bucket, Key: this.tagKey(repo, tag) }));
       const parsed = JSON.parse(await res.Body!.transformToString()) as Partial<TagRecord>;
       if (typeof parsed.digest !== 'string' || typeof parsed.checkedAt !== 'number') return undefined;
       return { digest: parsed.digest, checkedAt: parsed.checkedAt };
@@ -165,7 +168,7 @@ export class Bucket {
 
   async referrers(repo: string, subject: Digest): Promise<ReferrersRecord | undefined> {
     return this.call(async () => {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: this.referrersKey(repo, subject) }));
+      const res = await this.client.send(new this.sdk.GetObjectCommand({ Bucket: this.config.bucket, Key: this.referrersKey(repo, subject) }));
       const parsed = JSON.parse(await res.Body!.transformToString()) as Partial<ReferrersRecord>;
       if (!Array.isArray(parsed.descriptors) || !Array.isArray(parsed.tags) || typeof parsed.checkedAt !== 'number') return undefined;
       return { descriptors: parsed.descriptors, tags: parsed.tags, checkedAt: parsed.checkedAt };
@@ -184,7 +187,7 @@ export class Bucket {
 
   private async putJson(key: string, value: unknown): Promise<void> {
     const body = Buffer.from(JSON.stringify(value));
-    await this.call(() => this.client.send(new PutObjectCommand({ Bucket: this.config.bucket, Key: key, Body: body, ContentLength: body.length, ContentType: 'application/json' })));
+    await this.call(() => this.client.send(new this.sdk.PutObjectCommand({ Bucket: this.config.bucket, Key: key, Body: body, ContentLength: body.length, ContentType: 'application/json' })));
   }
 
   /** Every object under `under` (relative to the prefix), with its size and last change. */
@@ -192,7 +195,7 @@ export class Bucket {
     let token: string | undefined;
     do {
       const page = await this.call(() =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: `${this.config.prefix}${under}`, ContinuationToken: token })),
+        this.client.send(new this.sdk.ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: `${this.config.prefix}${under}`, ContinuationToken: token })),
       );
       for (const o of page?.Contents ?? []) {
         if (o.Key) yield { key: o.Key.slice(this.config.prefix.length), size: o.Size ?? 0, modified: o.LastModified ?? new Date(0) };
@@ -205,14 +208,14 @@ export class Bucket {
   async delete(keys: string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000).map((k) => ({ Key: `${this.config.prefix}${k}` }));
-      await this.call(() => this.client.send(new DeleteObjectsCommand({ Bucket: this.config.bucket, Delete: { Objects: batch, Quiet: true } })));
+      await this.call(() => this.client.send(new this.sdk.DeleteObjectsCommand({ Bucket: this.config.bucket, Delete: { Objects: batch, Quiet: true } })));
     }
   }
 
   /** The bytes of any object by key (relative to the prefix), or undefined when it is not there. */
   async read(key: string): Promise<Buffer | undefined> {
     return this.call(async () => {
-      const res = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: `${this.config.prefix}${key}` }));
+      const res = await this.client.send(new this.sdk.GetObjectCommand({ Bucket: this.config.bucket, Key: `${this.config.prefix}${key}` }));
       return Buffer.from(await res.Body!.transformToByteArray());
     });
   }
@@ -229,9 +232,9 @@ export class Bucket {
   async touch(key: string): Promise<void> {
     const Key = key.startsWith(this.config.prefix) ? key : `${this.config.prefix}${key}`;
     await this.call(async () => {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key }));
+      const head = await this.client.send(new this.sdk.HeadObjectCommand({ Bucket: this.config.bucket, Key }));
       await this.client.send(
-        new CopyObjectCommand({
+        new this.sdk.CopyObjectCommand({
           Bucket: this.config.bucket,
           Key,
           CopySource: `${this.config.bucket}/${Key.split('/').map(encodeURIComponent).join('/')}`,
@@ -254,7 +257,7 @@ export class Bucket {
     this.failFastWhileDown();
     try {
       await this.client.send(
-        new PutObjectCommand({ Bucket: this.config.bucket, Key: key, Body: body(), ContentLength: size, ContentType: contentType, Metadata: metadata, IfNoneMatch: '*' }),
+        new this.sdk.PutObjectCommand({ Bucket: this.config.bucket, Key: key, Body: body(), ContentLength: size, ContentType: contentType, Metadata: metadata, IfNoneMatch: '*' }),
       );
       this.downUntil = 0;
     } catch (e) {
@@ -293,7 +296,7 @@ export class Bucket {
 }
 
 function statusOf(e: unknown): number | undefined {
-  return e instanceof S3ServiceException ? e.$metadata.httpStatusCode : undefined;
+  return loadedSdk && e instanceof loadedSdk.S3ServiceException ? e.$metadata.httpStatusCode : undefined;
 }
 
 /** What a person needs: the bucket, what failed, never a credential (the SDK's messages carry none). */
