@@ -373,6 +373,16 @@ describe('loadConfig', () => {
     expect(e2.message).toContain('syntax.ts');
   });
 
+  it('loads a .ts config that is not plain data (a function in it), and reports what a .ts file throws', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'fn.config.ts'), tsConfig(`{ port, upstreams: [{ url: 'https://ghcr.io' }], note: () => 'not data' } as never`));
+    expect((await loadConfig({ cwd: dir, path: 'fn.config.ts', env: {} })).port).toBe(5123);
+    writeFileSync(join(dir, 'throws.config.ts'), `const why: string = 'boom from a ts config';\nthrow new Error(why);\n`);
+    const e = await asyncConfigError(loadConfig({ cwd: dir, path: 'throws.config.ts', env: {} }));
+    expect(e.message).toContain('throws.config.ts');
+    expect(e.message).toContain('boom from a ts config');
+  });
+
   it('a file whose default export is not an object is a ConfigError', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'num.mjs'), `export default 42;\n`);
