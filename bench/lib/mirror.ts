@@ -21,6 +21,8 @@ export interface MirrorOptions {
   port?: number;
   /** Extra environment for the process. */
   env?: NodeJS.ProcessEnv;
+  /** Another build's dist/src/cli.js (an A/B of two builds); MIRROR_CLI otherwise. */
+  cli?: string;
 }
 
 export interface SparseMirror {
@@ -57,7 +59,7 @@ export async function startSparseMirror(name: string, opts: MirrorOptions): Prom
   const configPath = await writeMirrorConfig(work, { ...opts, dataDir, port });
   const logFile = join(work, 'mirror.log');
   const started = performance.now();
-  const proc = startProc(`sparse-mirror (${name})`, process.execPath, [...(opts.nodeArgs ?? []), MIRROR_CLI, 'serve', '--config', configPath], {
+  const proc = startProc(`sparse-mirror (${name})`, process.execPath, [...(opts.nodeArgs ?? []), opts.cli ?? MIRROR_CLI, 'serve', '--config', configPath], {
     logFile,
     cwd: work,
     env: opts.env ? cleanEnv(opts.env) : undefined,

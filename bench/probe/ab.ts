@@ -4,7 +4,8 @@
 // A/B runs of the cold path find their answer here in minutes instead of a full bench run.
 //   VARIANTS='base||{};no-read-ahead||{"blobs":{"readAhead":false}}' SHAPES=3,2 ROUNDS=12 \
 //     node dist-bench/bench/probe/ab.js
-// A variant is name|ENV=value,…|{config keys}; SHAPES are scenario 3's, by number (bench/lib/context.ts).
+// A variant is name|ENV=value,…|{config keys}[|path of another build's dist/src/cli.js]; SHAPES are
+// scenario 3's, by number (bench/lib/context.ts).
 import { join } from 'node:path';
 import { skopeoCopy } from '../lib/clients.js';
 import { SHAPES, shapeLayers } from '../lib/context.js';
@@ -15,12 +16,12 @@ import { removeDir, stopAll, tempDir, removeAllTemp } from '../lib/procs.js';
 import { pullRounds } from './pull-rounds.js';
 
 const variants = (process.env.VARIANTS ?? 'base||{}').split(';').map((v) => {
-  const [name, env, extra] = v.split('|');
-  return { name: name!, env: Object.fromEntries((env ?? '').split(',').filter(Boolean).map((kv) => kv.split('='))), extra: JSON.parse(extra || '{}') };
+  const [name, env, extra, cli] = v.split('|');
+  return { name: name!, env: Object.fromEntries((env ?? '').split(',').filter(Boolean).map((kv) => kv.split('='))), extra: JSON.parse(extra || '{}'), cli: cli || undefined };
 });
 const rounds = Number(process.env.ROUNDS ?? 6);
 const upstream = await startDistribution('upstream');
-const mirrors = await Promise.all(variants.map((v) => startSparseMirror(v.name, { upstream: upstream.url, env: v.env, extra: v.extra })));
+const mirrors = await Promise.all(variants.map((v) => startSparseMirror(v.name, { upstream: upstream.url, env: v.env, extra: v.extra, cli: v.cli })));
 try {
   for (const shape of (process.env.SHAPES ?? '3').split(',')) {
     const layers = shapeLayers(SHAPES[Number(shape) - 1]!);

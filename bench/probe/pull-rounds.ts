@@ -2,6 +2,7 @@
 // through each proxy, the order rotating each round (every one first in turn after as many rounds as
 // there are of them; scenario 3's permutations would keep direct first for the first six rounds of four),
 // with per-round ratios to direct.
+import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { skopeoCopy } from '../lib/clients.js';
 import { pushSevenPlatformIndex } from '../lib/images.js';
@@ -18,7 +19,8 @@ export interface Proxy {
 
 /** Pulls `rounds` new images of `layers` through each proxy and direct; logs every round and the medians. */
 export async function pullRounds(upstream: Distribution, proxies: Proxy[], layers: number[], rounds: number, label: string): Promise<void> {
-  const work = tempDir('probe');
+  // PROBE_DEST: where skopeo writes (say /dev/shm, to take its fsyncs off the disk); a temp dir otherwise.
+  const work = process.env.PROBE_DEST ? mkdtempSync(join(process.env.PROBE_DEST, 'sm-probe-')) : tempDir('probe');
   const ratios = new Map(proxies.map((p) => [p.name, [] as number[]]));
   const cpus = new Map(proxies.map((p) => [p.name, [] as number[]]));
   const direct: Proxy = { name: 'direct', host: upstream.host };
