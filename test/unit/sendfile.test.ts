@@ -147,11 +147,17 @@ describe.runIf(process.platform === 'linux')('sendfile addon', () => {
   it('is not offered to a pipelined response before its turn (the one before still sending)', async () => {
     const offered: boolean[] = [];
     let n = 0;
+    let secondHandled!: () => void;
+    const second = new Promise<void>((resolve) => (secondHandled = resolve));
     handler = async (res, file) => {
       offered.push(canSendfile(res));
       const first = n++ === 0;
+      if (!first) secondHandled();
       res.setHeader('Content-Length', String(first ? 3_000_000 : 20));
       res.writeHead(first ? 200 : 206);
+      // The first body is not sent until the second request is being handled, so that it is
+      // surely still sending then (on a busy machine it could otherwise be done already).
+      if (first) await Promise.race([second, new Promise((r) => setTimeout(r, 2000))]);
       if (canSendfile(res)) await sendFileRegions(res, [{ fd: file.fd, start: 0, length: 3_000_000 }]);
       else res.end(bytes.subarray(10, 30)); // what blobResponse does then: Node's own stream
     };
