@@ -315,7 +315,7 @@ export class BlobWriter {
       .finally(() => (this.syncing = undefined));
   }
 
-  /** Bytes the writer holds in its buffers now (for tests and the memory budget's sake). */
+  /** Bytes the writer holds in its buffers now: what it costs in memory (the tests read it). */
   get bufferBytes(): number {
     return this.buffers.reduce((sum, b) => sum + b.length, 0);
   }
