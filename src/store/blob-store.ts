@@ -249,7 +249,7 @@ export class BlobWriter {
   private nextFill(writing: Buffer): Buffer | undefined {
     this.growIfWaiting();
     const other = this.buffers.find((b) => b !== writing);
-    if (!other || other.length >= this.bufferSize || other.length === this.expectedSize) return other;
+    if (!other || this.bufferSize !== LARGE_WRITE_BUFFER || other.length === LARGE_WRITE_BUFFER) return other;
     this.buffers.splice(this.buffers.indexOf(other), 1);
     return undefined;
   }

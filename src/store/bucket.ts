@@ -53,17 +53,6 @@ const DOWN_HOLD_MS = 5_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 3_000;
 
-/**
- * The shared tier: one S3 bucket that every replica reads and writes.
- *   <prefix>blobs/<alg>/<hex>               blob bytes, content-addressed like the local store
- *   <prefix>manifests/<repo>/<alg>/<hex>    manifest bytes as upstream sent them; Content-Type is
- *                                            the media type, metadata `platform` the image's platform
- *   <prefix>tags/<repo>/<tag>               {"digest", "checkedAt"}
- *   <prefix>referrers/<repo>/<alg>/<hex>    {"descriptors", "tags", "checkedAt"}: upstream's list for a subject
- * Names and digests are validated by the caller before they reach a key. Every object is written
- * with one PUT of known length, which S3 makes visible whole or not at all: a reader never sees a
- * partial object, and content-addressed keys are written only once (If-None-Match).
- */
 type S3Sdk = typeof import('@aws-sdk/client-s3');
 let loadedSdk: S3Sdk | undefined;
 
@@ -75,6 +64,17 @@ function s3Sdk(): S3Sdk {
   return (loadedSdk ??= createRequire(import.meta.url)('@aws-sdk/client-s3') as S3Sdk);
 }
 
+/**
+ * The shared tier: one S3 bucket that every replica reads and writes.
+ *   <prefix>blobs/<alg>/<hex>               blob bytes, content-addressed like the local store
+ *   <prefix>manifests/<repo>/<alg>/<hex>    manifest bytes as upstream sent them; Content-Type is
+ *                                            the media type, metadata `platform` the image's platform
+ *   <prefix>tags/<repo>/<tag>               {"digest", "checkedAt"}
+ *   <prefix>referrers/<repo>/<alg>/<hex>    {"descriptors", "tags", "checkedAt"}: upstream's list for a subject
+ * Names and digests are validated by the caller before they reach a key. Every object is written
+ * with one PUT of known length, which S3 makes visible whole or not at all: a reader never sees a
+ * partial object, and content-addressed keys are written only once (If-None-Match).
+ */
 export class Bucket {
   readonly client: S3Client;
   private readonly sdk = s3Sdk();
