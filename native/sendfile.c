@@ -30,8 +30,11 @@
 #ifdef __linux__
 
 // Most bytes one threadpool task sends before the socket is polled again, so that one fast
-// client cannot keep a pool thread (shared with fs, crypto, dns) for long.
-#define SLICE (1024 * 1024)
+// client cannot keep a pool thread (shared with fs, crypto, dns) for long: 8 MiB go into a
+// loopback socket in ~3 ms. Each slice costs two trips through the event loop, which a download
+// running beside keeps busy; at 1 MiB a slice, skopeo's cold pull of one 200 MiB layer took
+// 1.35x the direct pull, at 8 MiB 1.19x (bench/RESULTS.md, 2026-12-03 (night)).
+#define SLICE (8 * 1024 * 1024)
 
 typedef struct {
   uv_poll_t poll;
