@@ -5,7 +5,9 @@
 //   VARIANTS='base||{};no-read-ahead||{"blobs":{"readAhead":false}}' SHAPES=3,2 ROUNDS=12 \
 //     node dist-bench/bench/probe/ab.js
 // A variant is name|ENV=value,…|{config keys}[|path of another build's dist/src/cli.js]; SHAPES are
-// scenario 3's, by number (bench/lib/context.ts).
+// scenario 3's, by number (bench/lib/context.ts). PROBE_PIN_SERVERS=<cpu list> pins the registry and the
+// mirrors there (start the probe under `taskset -c <the other cpus>`, and skopeo runs on those).
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { skopeoCopy } from '../lib/clients.js';
 import { SHAPES, shapeLayers } from '../lib/context.js';
@@ -22,6 +24,9 @@ const variants = (process.env.VARIANTS ?? 'base||{}').split(';').map((v) => {
 const rounds = Number(process.env.ROUNDS ?? 6);
 const upstream = await startDistribution('upstream');
 const mirrors = await Promise.all(variants.map((v) => startSparseMirror(v.name, { upstream: upstream.url, env: v.env, extra: v.extra, cli: v.cli })));
+if (process.env.PROBE_PIN_SERVERS) {
+  for (const pid of [upstream.proc.pid, ...mirrors.map((m) => m.proc.pid)]) execFileSync('taskset', ['-a', '-cp', process.env.PROBE_PIN_SERVERS, String(pid)], { stdio: 'ignore' });
+}
 try {
   for (const shape of (process.env.SHAPES ?? '3').split(',')) {
     const layers = shapeLayers(SHAPES[Number(shape) - 1]!);
