@@ -43,6 +43,12 @@ function cpuSpent(before: ThreadCpu, after: ThreadCpu): string {
   return `${total} ms (${parts.join(', ')})`;
 }
 
+/** A /proc/<pid>/stat line of a skopeo this probe started (its parent is this process). */
+function isOurSkopeo(stat: string): boolean {
+  const ppid = Number(stat.slice(stat.lastIndexOf(') ') + 2).split(' ')[1]);
+  return stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) === 'skopeo' && ppid === process.pid;
+}
+
 /**
  * Samples skopeo's threads every 10 ms while `pull` runs (cheaply: the probe must not compete for
  * the CPU it measures): CPU time, and time spent runnable but waiting for a CPU (schedstat's
@@ -55,7 +61,7 @@ async function clientSched<T>(pull: Promise<T>): Promise<{ result: T; cpuMs: num
   let skopeo: string | undefined;
   while (!done) {
     try {
-      skopeo ??= readdirSync('/proc').find((e) => /^\d+$/.test(e) && Number(e) > process.pid && readFileSync(`/proc/${e}/comm`, 'utf8').trim() === 'skopeo');
+      skopeo ??= readdirSync('/proc').find((e) => /^\d+$/.test(e) && isOurSkopeo(readFileSync(`/proc/${e}/stat`, 'utf8')));
       if (skopeo) {
         for (const tid of readdirSync(`/proc/${skopeo}/task`)) {
           const [run, wait] = readFileSync(`/proc/${skopeo}/task/${tid}/schedstat`, 'utf8').split(' ').map(Number);
