@@ -8,7 +8,7 @@ import type { FileRegion } from '../store/blob-store.js';
 /** The native addon built from native/sendfile.c (see there for how it shares the socket with Node). */
 interface SendfileAddon {
   supported: boolean;
-  start(socketFd: number, fileFd: number, offset: number, length: number, done: (result: number, sent: number) => void): object;
+  start(socketFd: number, fileFd: number, offset: number, length: number, done: (result: number, sent: number) => void, copy: boolean): object;
   cancel(handle: object): void;
 }
 
@@ -59,18 +59,35 @@ export function canSendfile(res: ServerResponse): boolean {
 }
 
 /**
+ * Whether a client at `address` is on this host: it then gets copies, not sendfile (see
+ * native/sendfile.c: over loopback, sendfile's pages cost the receiving process more than the
+ * copy costs us).
+ */
+export function onThisHost(address: string | undefined): boolean {
+  if (!address) return false;
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return v4.startsWith('127.') || address === '::1';
+}
+
+/**
  * Sends the headers already set on `res`, then each region straight from the page cache into
- * the socket, and ends the response. Regions may arrive slowly (a download in progress). Resolves
+ * the socket (copied through a buffer for a client on this host: `onThisHost()`; `opts.copy`
+ * decides instead when given), and ends the response. Regions may arrive slowly (a download in progress). Resolves
  * when all are sent; rejects, and destroys the connection so the client sees a short body, if
  * they cannot be (a region's source fails, the socket breaks, the client goes away). Each
  * region's descriptor must stay open until the next region is asked for.
  */
-export async function sendFileRegions(res: ServerResponse, regions: Iterable<FileRegion> | AsyncIterable<FileRegion>): Promise<void> {
+export async function sendFileRegions(
+  res: ServerResponse,
+  regions: Iterable<FileRegion> | AsyncIterable<FileRegion>,
+  opts: { copy?: boolean } = {},
+): Promise<void> {
   const { addon } = load();
   if (!addon) throw new Error('sendfile is not available');
   // A pipelined request's response waits for the one before it to finish before Node gives it
   // the socket; until then its body must go through Node (canSendfile() says no).
   if (!res.socket) throw new Error('the response has no socket yet (a pipelined request): check canSendfile() first');
+  const copy = opts.copy ?? onThisHost(res.socket.remoteAddress);
   try {
     res.flushHeaders();
     // The body bypasses Node's stream, so the headers must have reached the kernel first.
@@ -83,7 +100,7 @@ export async function sendFileRegions(res: ServerResponse, regions: Iterable<Fil
       // Looked up for each region: once Node closes the socket its descriptor may be reused.
       const fd = res.destroyed ? undefined : socketFd(res);
       if (fd === undefined) throw new Error('the client went away');
-      await sendRegion(addon, res, fd, region);
+      await sendRegion(addon, res, fd, region, copy);
     }
     res.end();
   } catch (e) {
@@ -92,7 +109,7 @@ export async function sendFileRegions(res: ServerResponse, regions: Iterable<Fil
   }
 }
 
-function sendRegion(addon: SendfileAddon, res: ServerResponse, socket: number, region: FileRegion): Promise<void> {
+function sendRegion(addon: SendfileAddon, res: ServerResponse, socket: number, region: FileRegion, copy: boolean): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let running = true;
     const onClose = () => {
@@ -104,7 +121,7 @@ function sendRegion(addon: SendfileAddon, res: ServerResponse, socket: number, r
       res.off('close', onClose);
       if (result === 0) return resolve();
       reject(new Error(`sendfile stopped after ${sent} of ${region.length} bytes: ${getSystemErrorName(result)}`));
-    });
+    }, copy);
     res.once('close', onClose);
   });
 }

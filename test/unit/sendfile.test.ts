@@ -1,4 +1,5 @@
-// The sendfile addon on real sockets: whole files and ranges, keep-alive after a sent body, a
+// The sendfile addon on real sockets, in both its modes (sendfile(2), and the copy through a
+// buffer that clients on this host get): whole files and ranges, keep-alive after a sent body, a
 // file shorter than promised, a client that goes away, a client that stops reading while the
 // server shuts down. Every case also checks that no descriptor is left behind.
 import { createHash, randomBytes } from 'node:crypto';
@@ -9,7 +10,7 @@ import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canSendfile, sendFileRegions, sendfileStatus } from '../../src/http/sendfile.js';
+import { canSendfile, onThisHost, sendFileRegions, sendfileStatus } from '../../src/http/sendfile.js';
 
 const SIZE = 48 * 1024 * 1024 + 12345; // larger than any socket buffer: many writable events
 let dir: string;
@@ -21,6 +22,8 @@ let server: Server;
 let url: string;
 let handler: Handler;
 const outcomes: Array<Promise<unknown>> = [];
+/** The mode the tests of a describe.each block run in. */
+const mode = { copy: false };
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'sendfile-test-'));
@@ -58,7 +61,7 @@ function serveRange(offset: number, length: number, declared = length): Handler 
   return async (res, file) => {
     res.setHeader('Content-Length', String(declared));
     res.writeHead(offset === 0 && declared === SIZE ? 200 : 206);
-    await sendFileRegions(res, [{ fd: file.fd, start: offset, length }]);
+    await sendFileRegions(res, [{ fd: file.fd, start: offset, length }], mode);
   };
 }
 
@@ -110,6 +113,24 @@ describe.runIf(process.platform === 'linux')('sendfile addon', () => {
     expect(sendfileStatus()).toEqual({ available: true });
   });
 
+  it('is only offered on a plain socket', () => {
+    expect(canSendfile({ socket: null } as unknown as ServerResponse)).toBe(false);
+  });
+
+  it('copies for clients on this host, and sends files to others', () => {
+    for (const local of ['127.0.0.1', '127.3.2.1', '::1', '::ffff:127.0.0.1']) expect(onThisHost(local)).toBe(true);
+    for (const remote of ['10.0.0.7', '::ffff:192.168.1.2', '2001:db8::1', undefined]) expect(onThisHost(remote)).toBe(false);
+  });
+});
+
+describe.runIf(process.platform === 'linux').each([
+  ['sendfile(2)', false],
+  ['a copy through a buffer', true],
+])('sendfile addon, sending with %s', (_, copy) => {
+  beforeAll(() => {
+    mode.copy = copy;
+  });
+
   it('sends a whole file, byte for byte', async () => {
     const before = await openFds();
     handler = serveRange(0, SIZE);
@@ -158,7 +179,7 @@ describe.runIf(process.platform === 'linux')('sendfile addon', () => {
       // The first body is not sent until the second request is being handled, so that it is
       // surely still sending then (on a busy machine it could otherwise be done already).
       if (first) await Promise.race([second, new Promise((r) => setTimeout(r, 2000))]);
-      if (canSendfile(res)) await sendFileRegions(res, [{ fd: file.fd, start: 0, length: 3_000_000 }]);
+      if (canSendfile(res)) await sendFileRegions(res, [{ fd: file.fd, start: 0, length: 3_000_000 }], mode);
       else res.end(bytes.subarray(10, 30)); // what blobResponse does then: Node's own stream
     };
     const parts = await pipelinedGets(2);
@@ -240,6 +261,7 @@ describe.runIf(process.platform === 'linux')('sendfile addon', () => {
             yield { fd: file.fd, start, length };
           }
         })(),
+        mode,
       );
     };
     const { body, complete } = await fetchBody(`${url}/`);
@@ -259,6 +281,7 @@ describe.runIf(process.platform === 'linux')('sendfile addon', () => {
           yield { fd: file.fd, start: 0, length: 1_000_000 };
           throw new Error('upstream connection lost');
         })(),
+        mode,
       ).catch((e: Error) => {
         failure = e;
       });
@@ -270,7 +293,4 @@ describe.runIf(process.platform === 'linux')('sendfile addon', () => {
     expect(failure?.message).toBe('upstream connection lost');
   });
 
-  it('is only offered on a plain socket', () => {
-    expect(canSendfile({ socket: null } as unknown as ServerResponse)).toBe(false);
-  });
 });
