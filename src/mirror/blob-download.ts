@@ -4,7 +4,8 @@ import { Readable, finished } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { DigestMismatchError, SizeMismatchError, type BlobStore, type BlobWriter, type FileRegion } from '../store/blob-store.js';
 import { UpstreamError } from '../upstream/errors.js';
-import { describeNetworkError, discard, type BlobResponse, type UpstreamClient } from '../upstream/client.js';
+import { describeNetworkError, discard, type DownloadResponse, type UpstreamClient } from '../upstream/client.js';
+import { isLent, type LentBody } from '../upstream/lent-body.js';
 import { OciError } from '../oci/errors.js';
 
 /** How many times a download cut off mid-body resumes (with a Range request) before it gives up. */
@@ -17,13 +18,13 @@ export type FollowStream = Readable & { regions?: () => AsyncGenerator<FileRegio
 /** Where a download's bytes come from: upstream, the shared bucket, or the replica that owns the blob. */
 export interface DownloadSource {
   /** The blob from `offset` on (a resume); the source may ignore the offset and send it all. */
-  fetch(offset: number): Promise<BlobResponse>;
+  fetch(offset: number): Promise<DownloadResponse>;
   /** Which tier answered the last fetch, when the source has several (see TieredSource). */
   readonly origin?: 'bucket' | 'peer' | 'upstream';
 }
 
 export function upstreamSource(client: UpstreamClient, repo: string, digest: string): DownloadSource {
-  return { fetch: (offset) => client.blob(repo, digest, offset) };
+  return { fetch: (offset) => client.download(repo, digest, offset) };
 }
 
 /**
@@ -47,7 +48,7 @@ export class BlobDownload extends EventEmitter {
   /** Settles when the blob is committed to the store, or rejects with why it was not. */
   readonly finished: Promise<void>;
   private writer: BlobWriter | undefined;
-  private body: Readable | undefined;
+  private body: Readable | LentBody | undefined;
   private aborted: Error | undefined;
   private readHandle: FileHandle | undefined;
   private followers = 0;
@@ -69,7 +70,7 @@ export class BlobDownload extends EventEmitter {
   }
 
   private async run(markReady: () => void): Promise<void> {
-    let response: BlobResponse | undefined;
+    let response: DownloadResponse | undefined;
     try {
       response = await this.source.fetch(0);
       if (response.size !== undefined && this.expectedSize !== undefined && response.size !== this.expectedSize) {
@@ -123,7 +124,7 @@ export class BlobDownload extends EventEmitter {
       this.error = this.describeFailure(e);
       // A body never read to its end (the store failed before the copy began: its temp dir gone at
       // shutdown, say) would hold its connection, and closing the client would wait for it forever.
-      if (response && !response.body.readableEnded) discard(response.body);
+      if (response && (isLent(response.body) || !response.body.readableEnded)) discard(response.body);
       await this.writer?.abort();
       markReady();
       this.emit('change');
@@ -155,7 +156,8 @@ export class BlobDownload extends EventEmitter {
   abort(reason = 'the mirror is shutting down'): void {
     if (this.state === 'done' || this.state === 'failed') return;
     this.aborted = new Error(`download of ${this.digest.value} aborted: ${reason}`);
-    this.body?.on('error', () => {}).destroy(this.aborted);
+    if (isLent(this.body)) this.body.destroy(this.aborted);
+    else this.body?.on('error', () => {}).destroy(this.aborted);
   }
 
   /**
@@ -163,8 +165,9 @@ export class BlobDownload extends EventEmitter {
    * paused only while the writer has no room: cheaper per chunk than an async iterator, which
    * joins buffered chunks into new ones.
    */
-  private copy(body: Readable, skip: number): Promise<void> {
+  private copy(body: Readable | LentBody, skip: number): Promise<void> {
     if (skip < 0) return Promise.reject(new UpstreamError('bad_response', 'upstream resumed at an offset past what was asked'));
+    if (isLent(body)) return this.copyLent(body, skip);
     const writer = this.writer!;
     return new Promise<void>((resolve, reject) => {
       let failure: Error | undefined;
@@ -199,6 +202,47 @@ export class BlobDownload extends EventEmitter {
       body.on('data', onData);
       // finished() also settles for a body that ended or failed before these listeners existed.
       finished(body, (e) => (e ? fail(e) : void last.then(() => failure || resolve())));
+    });
+  }
+
+  /**
+   * copy() for a body read straight off the socket: each piece is the connection's own buffer,
+   * lent until this returns. The writer hashes it and copies it into its file buffer at once,
+   * unless it has no room: then the piece stays lent (reading stops) until the writer has taken it.
+   */
+  private copyLent(body: LentBody, skip: number): Promise<void> {
+    const writer = this.writer!;
+    return new Promise<void>((resolve, reject) => {
+      let failure: Error | undefined;
+      let last: Promise<void> = Promise.resolve();
+      const fail = (e: Error): void => {
+        if (failure) return;
+        failure = e;
+        body.destroy();
+        reject(e);
+      };
+      const writeFailed = (e: Error): void =>
+        fail(e instanceof SizeMismatchError ? asUpstreamFault(e, this.digest.value) : Object.assign(e, { writeError: true }));
+      body.start({
+        data: (piece) => {
+          if (skip > 0) {
+            const drop = Math.min(skip, piece.length);
+            piece = piece.subarray(drop);
+            skip -= drop;
+            if (piece.length === 0) return true;
+          }
+          const written = writer.write(piece as Buffer);
+          this.written += piece.length;
+          if (!writer.blocked) {
+            written.catch(writeFailed);
+            return true;
+          }
+          last = written.then(() => void (failure || body.resume()), writeFailed);
+          return false;
+        },
+        end: () => void last.then(() => failure || resolve()),
+        error: fail,
+      });
     });
   }
 

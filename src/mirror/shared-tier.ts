@@ -1,7 +1,7 @@
 import type { Digest } from '../oci/digest.js';
 import { ociErrors } from '../oci/errors.js';
 import { BucketUnavailableError, type Bucket } from '../store/bucket.js';
-import type { BlobResponse, UpstreamClient } from '../upstream/client.js';
+import type { DownloadResponse, UpstreamClient } from '../upstream/client.js';
 import type { Logger } from '../log.js';
 import type { DownloadSource } from './blob-download.js';
 import type { BucketUploads } from './bucket-uploads.js';
@@ -44,7 +44,7 @@ export class TieredSource implements DownloadSource {
     private readonly log: Logger,
   ) {}
 
-  async fetch(offset: number): Promise<BlobResponse> {
+  async fetch(offset: number): Promise<DownloadResponse> {
     let bucketDown: string | undefined;
     try {
       const stored = await this.shared.bucket.blob(this.digest, offset);
@@ -85,7 +85,7 @@ export class TieredSource implements DownloadSource {
       throw ociErrors.blobUnknown(`blob ${this.digest.value} is not in this mirror${why}, and the mirror is offline`, { digest: this.digest.value });
     }
     this.origin = 'upstream';
-    return this.upstream.blob(this.route.repo, this.digest.value, offset);
+    return this.upstream.download(this.route.repo, this.digest.value, offset);
   }
 }
 

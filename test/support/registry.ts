@@ -39,6 +39,12 @@ export interface StartRegistryOptions {
   proxy?: { remoteurl: string; username?: string; password?: string };
   /** Serve HTTPS with this certificate and key (PEM files); `clientcas`: require client certificates. */
   tls?: { certificate: string; key: string; clientcas?: string[] };
+  /**
+   * Keep blobs in this S3 bucket (the run's RGW) instead of the filesystem: the registry then
+   * answers a blob GET with a redirect to a presigned URL of the S3 server, as registries on
+   * object storage do.
+   */
+  s3?: { endpoint: string; region: string; accessKeyId: string; secretAccessKey: string; bucket: string };
 }
 
 const STARTUP_TIMEOUT_MS = 15_000;
@@ -73,10 +79,14 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Proxy mode must reach `remoteurl` directly, whatever proxy the test environment sets. */
+/**
+ * Proxy mode must reach `remoteurl` directly, whatever proxy the test environment sets; S3
+ * storage takes its settings from the config alone (an AWS_CA_BUNDLE in the environment makes
+ * the registry's AWS SDK panic at start).
+ */
 function envWithoutProxies(): NodeJS.ProcessEnv {
   const proxyVars = ['http_proxy', 'https_proxy', 'all_proxy', 'no_proxy'];
-  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !proxyVars.includes(k.toLowerCase())));
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !proxyVars.includes(k.toLowerCase()) && !k.startsWith('AWS_')));
 }
 
 async function htpasswdFile(users: BasicAuth[]): Promise<string> {
@@ -104,6 +114,12 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Re
     const port = await freePort();
     const config = { ...registryConfig(`127.0.0.1:${port}`, storageDir), ...auth, ...(opts.proxy ? { proxy: { ...opts.proxy } } : {}) };
     if (opts.tls) config.http.tls = opts.tls;
+    if (opts.s3) {
+      const { endpoint, region, accessKeyId, secretAccessKey, bucket } = opts.s3;
+      const storage = (config as Record<string, unknown>).storage as Record<string, unknown>;
+      delete storage.filesystem;
+      storage.s3 = { regionendpoint: endpoint, region, accesskey: accessKeyId, secretkey: secretAccessKey, bucket, secure: endpoint.startsWith('https:'), v4auth: true };
+    }
     const result = await launch(config, workDir, cleanup);
     if ('handle' in result) return { ...result.handle, dir: storageDir };
     if (!result.portTaken || attempt === 3) {
