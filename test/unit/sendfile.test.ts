@@ -17,7 +17,9 @@ let dir: string;
 let path: string;
 let bytes: Buffer;
 
-type Handler = (res: ServerResponse, file: FileHandle) => Promise<void>;
+/** `seq`: the request's place in the order the server received requests (from 0). */
+type Handler = (res: ServerResponse, file: FileHandle, seq: number) => Promise<void>;
+let arrivals = 0;
 let server: Server;
 let url: string;
 let handler: Handler;
@@ -31,9 +33,11 @@ beforeAll(async () => {
   bytes = randomBytes(SIZE);
   await writeFile(path, bytes);
   server = createServer((req, res) => {
+    // Numbered on arrival: the opens below may complete in any order.
+    const seq = arrivals++;
     void (async () => {
       const file = await open(path, 'r');
-      const outcome = handler(res, file).finally(() => file.close());
+      const outcome = handler(res, file, seq).finally(() => file.close());
       outcomes.push(outcome.catch(() => {}));
     })();
   });
@@ -167,12 +171,12 @@ describe.runIf(process.platform === 'linux').each([
 
   it('is not offered to a pipelined response before its turn (the one before still sending)', async () => {
     const offered: boolean[] = [];
-    let n = 0;
+    const firstSeq = arrivals;
     let secondHandled!: () => void;
     const second = new Promise<void>((resolve) => (secondHandled = resolve));
-    handler = async (res, file) => {
-      offered.push(canSendfile(res));
-      const first = n++ === 0;
+    handler = async (res, file, seq) => {
+      const first = seq === firstSeq;
+      offered[seq - firstSeq] = canSendfile(res);
       if (!first) secondHandled();
       res.setHeader('Content-Length', String(first ? 3_000_000 : 20));
       res.writeHead(first ? 200 : 206);
@@ -192,7 +196,7 @@ describe.runIf(process.platform === 'linux').each([
     const before = await openFds();
     let failure: Error | undefined;
     handler = async (res, file) => {
-      await serveRange(SIZE - 1000, 2000)(res, file).catch((e: Error) => {
+      await serveRange(SIZE - 1000, 2000)(res, file, 0).catch((e: Error) => {
         failure = e;
       });
     };
@@ -207,7 +211,7 @@ describe.runIf(process.platform === 'linux').each([
     const before = await openFds();
     let failure: Error | undefined;
     handler = async (res, file) => {
-      await serveRange(0, SIZE)(res, file).catch((e: Error) => {
+      await serveRange(0, SIZE)(res, file, 0).catch((e: Error) => {
         failure = e;
       });
     };
@@ -233,7 +237,7 @@ describe.runIf(process.platform === 'linux').each([
     const serving = new Promise<void>((r) => (started = r));
     handler = async (res, file) => {
       started();
-      await serveRange(0, SIZE)(res, file).catch((e: Error) => {
+      await serveRange(0, SIZE)(res, file, 0).catch((e: Error) => {
         failure = e;
       });
     };
