@@ -185,12 +185,8 @@ export class UpstreamClient {
         }
         return { body: res.body, offset: Number(m[1]), size: m[2] === '*' ? undefined : Number(m[2]) };
       }
-      const location = REDIRECTS.has(res.status) ? res.headers.location : undefined;
-      if (!location) return undefined;
-      const next = new URL(location, url);
-      if (next.protocol !== 'https:' && next.protocol !== 'http:') return undefined;
-      // Our credentials are for the registry only, never for wherever it redirects.
-      if (next.origin !== this.origin) delete headers.authorization;
+      const next = REDIRECTS.has(res.status) ? this.redirectTarget(res.headers.location, url, headers) : undefined;
+      if (!next) return undefined;
       url = next;
     }
     return undefined;
@@ -294,17 +290,26 @@ export class UpstreamClient {
       noteUpstreamContact();
       const res = await this.agent.request({ origin: url.origin, path: url.pathname + url.search, method, headers });
       if (!REDIRECTS.has(res.statusCode) || hop >= MAX_REDIRECTS) return res;
-      const location = header(res, 'location');
       res.body.resume();
-      if (!location) return res;
-      const next = new URL(location, url);
-      if (next.protocol !== 'https:' && next.protocol !== 'http:') {
-        throw new UpstreamError('bad_response', `upstream redirected to a non-http URL`);
-      }
-      // Our credentials are for the registry only, never for wherever it redirects.
-      if (next.origin !== this.origin) delete headers.authorization;
+      const next = this.redirectTarget(header(res, 'location'), url, headers);
+      if (!next) return res;
       url = next;
     }
+  }
+
+  /**
+   * Where a redirect from `from` leads (undefined without a Location): http(s) only, and
+   * `headers` lose the registry's credentials once it leaves the registry's origin.
+   */
+  private redirectTarget(location: string | undefined, from: URL, headers: Record<string, string>): URL | undefined {
+    if (!location) return undefined;
+    const next = new URL(location, from);
+    if (next.protocol !== 'https:' && next.protocol !== 'http:') {
+      throw new UpstreamError('bad_response', `upstream redirected to a non-http URL`);
+    }
+    // Our credentials are for the registry only, never for wherever it redirects.
+    if (next.origin !== this.origin) delete headers.authorization;
+    return next;
   }
 
   private async authorization(scope: string): Promise<string | undefined> {
