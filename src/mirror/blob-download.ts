@@ -168,7 +168,6 @@ export class BlobDownload extends EventEmitter {
   private copy(body: Readable | LentBody, skip: number): Promise<void> {
     if (skip < 0) return Promise.reject(new UpstreamError('bad_response', 'upstream resumed at an offset past what was asked'));
     if (isLent(body)) return this.copyLent(body, skip);
-    const writer = this.writer!;
     return new Promise<void>((resolve, reject) => {
       let failure: Error | undefined;
       const fail = (e: Error): void => {
@@ -178,24 +177,12 @@ export class BlobDownload extends EventEmitter {
         body.destroy();
         reject(e);
       };
-      const writeFailed = (e: Error): void =>
-        fail(e instanceof SizeMismatchError ? asUpstreamFault(e, this.digest.value) : Object.assign(e, { writeError: true }));
-      const onData = (raw: Buffer): void => {
-        let chunk = raw;
-        if (skip > 0) {
-          const drop = Math.min(skip, chunk.length);
-          chunk = chunk.subarray(drop);
-          skip -= drop;
-          if (chunk.length === 0) return;
-        }
-        const written = writer.write(chunk);
-        this.written += chunk.length;
-        if (writer.blocked) {
-          body.pause();
-          last = written.then(() => void (failure || body.resume()), writeFailed);
-        } else {
-          written.catch(writeFailed);
-        }
+      const take = this.taker(skip, fail);
+      const onData = (chunk: Buffer): void => {
+        const room = take(chunk);
+        if (!room) return;
+        body.pause();
+        last = room.then(() => void (failure || body.resume()));
       };
       // The write of the last chunk may still be waiting for room when the body ends.
       let last: Promise<void> = Promise.resolve();
@@ -211,7 +198,6 @@ export class BlobDownload extends EventEmitter {
    * unless it has no room: then the piece stays lent (reading stops) until the writer has taken it.
    */
   private copyLent(body: LentBody, skip: number): Promise<void> {
-    const writer = this.writer!;
     return new Promise<void>((resolve, reject) => {
       let failure: Error | undefined;
       let last: Promise<void> = Promise.resolve();
@@ -221,29 +207,43 @@ export class BlobDownload extends EventEmitter {
         body.destroy();
         reject(e);
       };
-      const writeFailed = (e: Error): void =>
-        fail(e instanceof SizeMismatchError ? asUpstreamFault(e, this.digest.value) : Object.assign(e, { writeError: true }));
+      const take = this.taker(skip, fail);
       body.start({
         data: (piece) => {
-          if (skip > 0) {
-            const drop = Math.min(skip, piece.length);
-            piece = piece.subarray(drop);
-            skip -= drop;
-            if (piece.length === 0) return true;
-          }
-          const written = writer.write(piece as Buffer);
-          this.written += piece.length;
-          if (!writer.blocked) {
-            written.catch(writeFailed);
-            return true;
-          }
-          last = written.then(() => void (failure || body.resume()), writeFailed);
+          const room = take(piece as Buffer);
+          if (!room) return true;
+          last = room.then(() => void (failure || body.resume()));
           return false;
         },
         end: () => void last.then(() => failure || resolve()),
         error: fail,
       });
     });
+  }
+
+  /**
+   * What both copies do with each piece: drop the first `skip` bytes of the body (a server that
+   * resent what we had), hand the rest to the writer, and route a write failure to `fail` as the
+   * store's fault (or upstream's, for too many bytes). Returns a promise of room when the writer
+   * is full and the body must wait; it never rejects.
+   */
+  private taker(skip: number, fail: (e: Error) => void): (piece: Buffer) => Promise<void> | undefined {
+    const writer = this.writer!;
+    const writeFailed = (e: Error): void =>
+      fail(e instanceof SizeMismatchError ? asUpstreamFault(e, this.digest.value) : Object.assign(e, { writeError: true }));
+    return (piece) => {
+      if (skip > 0) {
+        const drop = Math.min(skip, piece.length);
+        piece = piece.subarray(drop);
+        skip -= drop;
+        if (piece.length === 0) return undefined;
+      }
+      const written = writer.write(piece);
+      this.written += piece.length;
+      if (writer.blocked) return written.then(undefined, writeFailed);
+      written.catch(writeFailed);
+      return undefined;
+    };
   }
 
   /**

@@ -2,7 +2,7 @@
 // follower gets the end of a blob, the writer verifies, and the store flushes, renames and
 // records it. (Cut, wrong and slow upstreams against a real mirror: test/reliability/.)
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlobDownload, type DownloadSource } from '../../src/mirror/blob-download.js';
 import { parseDigest, type Digest } from '../../src/oci/digest.js';
 import { BlobStore, type BlobWriter } from '../../src/store/blob-store.js';
+import type { LentBody, LentSink } from '../../src/upstream/lent-body.js';
 
 function digestFor(bytes: Uint8Array): Digest {
   const r = parseDigest(`sha256:${createHash('sha256').update(bytes).digest('hex')}`);
@@ -29,6 +30,65 @@ function upstreamOf(bytes: Buffer): DownloadSource & { bodies: Readable[] } {
       const body = Readable.from(chunks, { objectMode: false });
       bodies.push(body);
       return { body, offset, size: bytes.length - offset };
+    },
+  };
+}
+
+/**
+ * A body lent piece by piece out of one reused buffer, as socket-get's is, that fails after
+ * `cutAt` bytes (a connection lost mid-body) when given.
+ */
+function lentBodyOf(bytes: Buffer, cutAt = Infinity): LentBody {
+  const scratch = Buffer.alloc(65_536);
+  let sink: LentSink | undefined;
+  let at = 0;
+  let stopped = false;
+  const pump = (): void => {
+    while (!stopped && sink) {
+      if (at >= cutAt) return sink.error(new Error('socket hang up'));
+      if (at >= bytes.length) return sink.end();
+      const n = Math.min(scratch.length, bytes.length - at, cutAt - at);
+      bytes.copy(scratch, 0, at, at + n);
+      at += n;
+      if (!sink.data(scratch.subarray(0, n))) return;
+      scratch.fill(0); // what the next read does to a piece that was only lent
+    }
+  };
+  return {
+    lent: true,
+    start: (s) => ((sink = s), setImmediate(pump)),
+    resume: () => {
+      scratch.fill(0);
+      setImmediate(pump);
+    },
+    destroy: () => void (stopped = true),
+  };
+}
+
+/**
+ * An upstream whose first body is cut after `cutAt` bytes and which then ignores Range: the
+ * resume gets the whole blob again from byte 0.
+ */
+function cutThenWholeAgain(bytes: Buffer, cutAt: number, kind: 'stream' | 'lent'): DownloadSource & { offsets: number[] } {
+  const offsets: number[] = [];
+  return {
+    offsets,
+    async fetch(offset: number) {
+      offsets.push(offset);
+      const cut = offsets.length === 1 ? cutAt : Infinity;
+      const body =
+        kind === 'lent'
+          ? lentBodyOf(bytes, cut)
+          : Readable.from(
+              (async function* () {
+                for (let at = 0; at < bytes.length; at += 65_536) {
+                  if (at >= cut) throw new Error('socket hang up');
+                  yield bytes.subarray(at, Math.min(at + 65_536, bytes.length, cut));
+                }
+              })(),
+              { objectMode: false },
+            );
+      return { body, offset: 0, size: bytes.length };
     },
   };
 }
@@ -152,6 +212,31 @@ describe('BlobDownload', () => {
     expect(Buffer.concat(received).length).toBeLessThan(bytes.length);
     await expect(download.finished).rejects.toThrow(/wrong content/);
     expect(existsSync(store.pathOf(d))).toBe(false);
+  });
+
+  it.each(['stream', 'lent'] as const)(
+    'resumes a %s body cut mid-way from a server that ignores Range, skipping what it resends',
+    async (kind) => {
+      const bytes = randomBytes(1024 * 1024 + 77);
+      const d = digestFor(bytes);
+      const upstream = cutThenWholeAgain(bytes, 300_000, kind);
+      const download = new BlobDownload(d, store, upstream, bytes.length);
+      await download.ready;
+      const received = await readAll(download.follow());
+      await download.finished;
+      expect(upstream.offsets).toEqual([0, 300_000]);
+      expect(received.equals(bytes)).toBe(true);
+      expect(download.written).toBe(bytes.length);
+      expect(readFileSync(store.pathOf(d)).equals(bytes)).toBe(true);
+    },
+  );
+
+  it('stores a lent body whose pieces are reused after each read', async () => {
+    const bytes = randomBytes(2 * 1024 * 1024 + 5);
+    const d = digestFor(bytes);
+    const download = new BlobDownload(d, store, { fetch: async () => ({ body: lentBodyOf(bytes), offset: 0, size: bytes.length }) }, bytes.length);
+    await download.finished;
+    expect(readFileSync(store.pathOf(d)).equals(bytes)).toBe(true);
   });
 
   it('releases the source body when the store fails before the copy begins (its temp dir gone at shutdown)', async () => {
