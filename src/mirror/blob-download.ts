@@ -47,6 +47,11 @@ export class BlobDownload extends EventEmitter {
   readonly ready: Promise<void>;
   /** Settles when the blob is committed to the store, or rejects with why it was not. */
   readonly finished: Promise<void>;
+  /**
+   * Settles once every byte has arrived and verified (before the flush and rename), or rejects
+   * when the download fails first: the moment upstream is free for the next blob.
+   */
+  readonly arrived: Promise<void>;
   private writer: BlobWriter | undefined;
   private body: Readable | LentBody | undefined;
   private aborted: Error | undefined;
@@ -65,11 +70,16 @@ export class BlobDownload extends EventEmitter {
     this.setMaxListeners(0);
     let markReady!: () => void;
     this.ready = new Promise<void>((resolve) => (markReady = resolve));
-    this.finished = this.run(markReady);
+    let markArrived!: () => void;
+    this.arrived = new Promise<void>((resolve) => (markArrived = resolve));
+    this.finished = this.run(markReady, markArrived);
     this.finished.catch(() => {}); // observed through `ready`, events and followers
+    // A download that fails before its bytes verify rejects `arrived` too; after, it stays settled.
+    this.arrived = Promise.race([this.arrived, this.finished]);
+    this.arrived.catch(() => {});
   }
 
-  private async run(markReady: () => void): Promise<void> {
+  private async run(markReady: () => void, markArrived: () => void): Promise<void> {
     let response: DownloadResponse | undefined;
     try {
       response = await this.source.fetch(0);
@@ -84,6 +94,7 @@ export class BlobDownload extends EventEmitter {
       this.writer = await this.store.beginWrite(this.digest, this.size);
       this.writer.onVerified = () => {
         this.verified = true;
+        markArrived();
         this.emit('change');
       };
       this.writer.onAppend = () => {

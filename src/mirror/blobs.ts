@@ -16,7 +16,7 @@ export interface BlobPolicy {
   offline: boolean;
   /** Fetch only blobs that a stored manifest of the same repository references. */
   requireReference: boolean;
-  /** Once a client's blob is stored, fetch the next one its image lacks (see readAhead()). */
+  /** Once a client's blob has arrived, fetch the next one its image lacks (see readAhead()). */
   readAhead: boolean;
 }
 
@@ -125,7 +125,7 @@ export class BlobService {
     const running = this.downloads.get(digest.value);
     // A download that just failed is on its way out of the map: start afresh instead.
     if (running && running.state !== 'failed') {
-      this.readAhead(route, digest.value, opts, running.finished);
+      this.readAhead(route, digest.value, opts, running.arrived);
       return this.followDownload(running, opts);
     }
 
@@ -148,12 +148,13 @@ export class BlobService {
       }
     }
     const download = this.startDownload(route, client, digest, reference?.size, opts.fromPeer);
-    this.readAhead(route, digest.value, opts, download.finished);
+    this.readAhead(route, digest.value, opts, download.arrived);
     return this.followDownload(download, opts);
   }
 
   /**
-   * Once `after` settles with the blob stored, starts fetching the next blob the client's image
+   * Once `after` settles with the blob's bytes in and verified (its flush and rename need no
+   * upstream, and a busy disk can make them slow), starts fetching the next blob the client's image
    * lacks: the one after it in the manifest, else the first before it. A client that pulls blobs
    * one at a time (skopeo, podman, Docker with one download at a time) then finds the next under
    * way or stored when it asks, instead of waiting for a cold fetch that also competes with it for

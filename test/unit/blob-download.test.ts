@@ -173,6 +173,8 @@ describe('BlobDownload', () => {
     // A client arriving meanwhile is served the verified copy whole, too.
     const late = await readAll(download.follow());
     expect(late.equals(bytes)).toBe(true);
+    // Upstream is done with it: the next read-ahead need not wait for the flush.
+    await download.arrived;
     release();
     await download.finished;
     expect(committed).toEqual([bytes.length]);
@@ -211,6 +213,7 @@ describe('BlobDownload', () => {
     expect(failure.message).toMatch(/wrong content/);
     expect(Buffer.concat(received).length).toBeLessThan(bytes.length);
     await expect(download.finished).rejects.toThrow(/wrong content/);
+    await expect(download.arrived).rejects.toThrow(/wrong content/);
     expect(existsSync(store.pathOf(d))).toBe(false);
   });
 
