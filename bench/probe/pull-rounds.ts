@@ -2,6 +2,7 @@
 // through each proxy, the order rotating each round (every one first in turn after as many rounds as
 // there are of them; scenario 3's permutations would keep direct first for the first six rounds of four),
 // with per-round ratios to direct.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { skopeoCopy } from '../lib/clients.js';
@@ -27,6 +28,7 @@ export async function pullRounds(upstream: Distribution, proxies: Proxy[], layer
   try {
     for (let r = 0; r < rounds; r++) {
       const img = await pushSevenPlatformIndex(upstream.url, `probe/${label}-${r}`, 'v1', { bigPlatform: 'linux/amd64', bigLayers: layers, smallLayer: 256 * 1024 });
+      execFileSync('sync'); // as scenario 3 does: the push's dirty pages written back before the pulls
       const ms = new Map<string, number>();
       const order = [direct, ...proxies];
       for (const p of [...order.slice(r % order.length), ...order.slice(0, r % order.length)]) {

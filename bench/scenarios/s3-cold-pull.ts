@@ -2,6 +2,7 @@
 // direct from upstream, through the anchor and through sparse-mirror, for each image shape of the
 // settings (a row each: a target met on one shape and missed on another is not met). Each round
 // uses a new image, so it is cold in both proxies; the rounds go through every order of the three.
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { skopeoCopy } from '../lib/clients.js';
 import { permutation, type Ctx, type ImageShape, type Row, type ScenarioResult, type Shared } from '../lib/context.js';
@@ -66,6 +67,9 @@ async function pullShape(ctx: Ctx, shared: Shared, shape: ImageShape, shapeIndex
   for (let r = 0; r < rounds; r++) {
     images.push(await pushSevenPlatformIndex(upstream.url, `bench/s3-cold-${shapeIndex}-${r}`, 'v1', { bigPlatform: 'linux/amd64', bigLayers: shape.layers, smallLayer }));
   }
+  // The push leaves up to GBs of dirty pages in the registry's storage. Written back now, not by
+  // the kernel's flusher half a minute later in the middle of some round's pull (any of the three).
+  execFileSync('sync');
   const hosts: Record<Who, string> = { direct: upstream.host, anchor: anchor.host, sparse: mirror.host };
   const pids = { anchor: anchor.proc.pid, sparse: mirror.proc.pid };
   const result: ShapeResult = { shape, times: { direct: [], anchor: [], sparse: [] }, cpuPerGiB: { anchor: [], sparse: [] }, byRound: [] };
