@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, type ReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { newHasher, type Digest } from '../oci/digest.js';
 
 export class DigestMismatchError extends Error {
@@ -359,8 +359,7 @@ export class BlobWriter {
       if (this.writeError) throw this.writeError;
       await this.handle.datasync();
       await this.handle.close();
-      await mkdir(join(this.finalPath, '..'), { recursive: true });
-      await rename(this.tempPath, this.finalPath);
+      await renameIntoPlace(this.tempPath, this.finalPath);
       return this.written;
     } catch (e) {
       await this.discard();
@@ -381,6 +380,28 @@ export class BlobWriter {
     await this.handle.close().catch(() => {});
     await rm(this.tempPath, { force: true });
   }
+}
+
+/**
+ * Folders a blob was renamed into before: they stay (nothing removes them), so a blob that lands
+ * in one needs no mkdir, a thread-pool round trip of two system calls per cold blob and manifest.
+ */
+const knownFolders = new Set<string>();
+
+/** Renames a verified temp file to its final path, making the folder only the first time. */
+async function renameIntoPlace(tempPath: string, finalPath: string): Promise<void> {
+  const folder = dirname(finalPath);
+  if (knownFolders.has(folder)) {
+    try {
+      return await rename(tempPath, finalPath);
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      knownFolders.delete(folder); // removed from outside after all: make it again
+    }
+  }
+  await mkdir(folder, { recursive: true });
+  await rename(tempPath, finalPath);
+  knownFolders.add(folder);
 }
 
 /** Writes all of `bytes` at `position`, however the file system splits the write. */

@@ -95,6 +95,21 @@ describe('BlobStore put / read / size', () => {
     expect(statSync(store.pathOf(d)).size).toBe(64);
   });
 
+  it('stores a blob whose prefix folder was removed from outside after an earlier blob made it', async () => {
+    // Two contents whose digests share the first two hex digits: the same folder.
+    const first = randomBytes(100);
+    const d1 = digestFor(first);
+    let second: Buffer;
+    do second = randomBytes(100);
+    while (digestFor(second).hex.slice(0, 2) !== d1.hex.slice(0, 2));
+    await store.put(d1, first);
+    rmSync(join(store.pathOf(d1), '..'), { recursive: true });
+    const d2 = digestFor(second);
+    await store.put(d2, second);
+    expect(readFileSync(store.pathOf(d2)).equals(second)).toBe(true);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+  });
+
   it('refuses bytes that do not match the digest, leaving no file in blobs/ nor tmp/', async () => {
     const claimed = digestFor(Buffer.from('what upstream promised'));
     const actual = Buffer.from('what upstream sent');
