@@ -4,6 +4,7 @@ import { createReadStream, type ReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { newHasher, type Digest } from '../oci/digest.js';
+import { FlushGate } from './flush-gate.js';
 
 export class DigestMismatchError extends Error {
   constructor(
@@ -45,11 +46,23 @@ export async function openedFd(stream: ReadStream): Promise<number> {
  * (same file system, so the final rename is atomic) and are verified against the digest before
  * they become visible. A digest is always parsed before it reaches a path here.
  */
+export interface BlobStoreOptions {
+  /** Writers begun with `deferFlush` flush once blob writes have paused this long (0: at once). */
+  flushQuietMs?: number;
+  /** ... or this long after they first asked to, whichever is sooner. */
+  flushMaxDelayMs?: number;
+}
+
 export class BlobStore {
   readonly blobsDir: string;
   readonly tmpDir: string;
+  readonly flushGate: FlushGate;
 
-  constructor(readonly root: string) {
+  constructor(
+    readonly root: string,
+    opts: BlobStoreOptions = {},
+  ) {
+    this.flushGate = new FlushGate(opts.flushQuietMs ?? 0, opts.flushMaxDelayMs ?? 5_000);
     this.blobsDir = join(root, 'blobs');
     // One temp dir per process: `serve` and a CLI command (prefetch, import) may share a store.
     this.tmpDir = join(root, 'tmp', String(process.pid));
@@ -94,7 +107,9 @@ export class BlobStore {
 
   createReadStream(d: Digest, range?: { start: number; end: number }): ReadStream {
     // Large reads: fewer chunks through the stream and HTTP layers per byte (see bench/RESULTS.md, scenario 1).
-    return createReadStream(this.pathOf(d), { ...range, highWaterMark: 1024 * 1024 });
+    const stream = createReadStream(this.pathOf(d), { ...range, highWaterMark: 1024 * 1024 });
+    stream.once('close', this.flushGate.hold()); // a client reading: put-off flushes wait for it
+    return stream;
   }
 
   /** Stores a buffer whose digest the caller has not checked yet; verifies it first. */
@@ -109,10 +124,16 @@ export class BlobStore {
     }
   }
 
-  async beginWrite(d: Digest, expectedSize?: number): Promise<BlobWriter> {
+  /**
+   * A writer for one blob. With `deferFlush` its commit flushes through the store's FlushGate
+   * (after the burst of writes it is part of), for downloads whose readers do not wait for the
+   * flush; without, at once, for callers that await the commit (manifests, pushes).
+   */
+  async beginWrite(d: Digest, expectedSize?: number, opts: { deferFlush?: boolean } = {}): Promise<BlobWriter> {
     const tmp = join(this.tmpDir, `${d.hex.slice(0, 16)}-${randomBytes(6).toString('hex')}`);
     const handle = await open(tmp, 'wx');
-    return new BlobWriter(d, tmp, this.pathOf(d), handle, expectedSize);
+    const gate = opts.deferFlush && this.flushGate.quietMs > 0 ? this.flushGate : undefined;
+    return new BlobWriter(d, tmp, this.pathOf(d), handle, expectedSize, gate);
   }
 
   async delete(d: Digest): Promise<boolean> {
@@ -198,9 +219,15 @@ export class BlobWriter {
     private readonly finalPath: string,
     private readonly handle: FileHandle,
     readonly expectedSize?: number,
+    /** Set: the flush waits for this gate, and no flush runs while the blob is being written. */
+    private readonly flushGate?: FlushGate,
   ) {
     this.hasher = newHasher(digest.algorithm);
+    this.unhold = flushGate?.hold();
   }
+
+  /** Lets the gate go quiet: this blob is no longer being written. */
+  private readonly unhold: (() => void) | undefined;
 
   /**
    * Hashes the chunk and copies it for the temp file; resolves once there is room for more.
@@ -213,6 +240,7 @@ export class BlobWriter {
     }
     this.hasher.update(chunk);
     this.written += chunk.length;
+    this.flushGate?.wrote();
     for (let offset = 0; offset < chunk.length; ) {
       const fill = (this.fill ??= this.newBuffer()); // unset only while fewer than two exist
       if (this.filled === fill.length) {
@@ -301,10 +329,11 @@ export class BlobWriter {
   /**
    * Flushes what is in the file so far while writing goes on: a client's last byte waits for
    * the flush before the rename, and that flush then has at most SYNC_EVERY bytes left, not the
-   * whole blob (65-180 ms for 64 MiB on the benchmark machine).
+   * whole blob (65-180 ms for 64 MiB on the benchmark machine). Not for a writer whose flush
+   * waits for the FlushGate: nobody waits for that flush, and it is meant to come after the burst.
    */
   private syncInBackground(): void {
-    if (this.syncing || this.inFile - this.syncedUpTo < SYNC_EVERY) return;
+    if (this.flushGate || this.syncing || this.inFile - this.syncedUpTo < SYNC_EVERY) return;
     const upTo = this.inFile;
     this.syncing = this.handle
       .datasync()
@@ -357,6 +386,8 @@ export class BlobWriter {
       this.onVerified(); // all in the temp file: readers may have the end without awaiting a flush
       await this.settle();
       if (this.writeError) throw this.writeError;
+      this.unhold?.();
+      await this.flushGate?.wait();
       await this.handle.datasync();
       await this.handle.close();
       await renameIntoPlace(this.tempPath, this.finalPath);
@@ -374,6 +405,7 @@ export class BlobWriter {
   }
 
   private async discard(): Promise<void> {
+    this.unhold?.();
     this.filled = 0;
     await this.settle();
     this.releaseBuffers();

@@ -334,6 +334,79 @@ describe('BlobWriter', () => {
   });
 });
 
+describe('BlobWriter with a deferred flush', () => {
+  it('serves its verified temp file while the flush waits for writes to pause, then renames into place', async () => {
+    const deferred = new BlobStore(root, { flushQuietMs: 150, flushMaxDelayMs: 10_000 });
+    const bytes = randomBytes(300_000);
+    const d = digestFor(bytes);
+    const w = await deferred.beginWrite(d, bytes.length, { deferFlush: true });
+    let verifiedAt = 0;
+    w.onVerified = () => (verifiedAt = performance.now());
+    await w.write(bytes);
+    const committed = w.commit();
+    // Another download keeps writing: the flush (and so the rename) waits for it to pause.
+    const other = randomBytes(4_000);
+    const ow = await deferred.beginWrite(digestFor(other), other.length, { deferFlush: true });
+    for (let i = 0; i < 10; i++) {
+      await ow.write(other.subarray(i * 400, (i + 1) * 400));
+      await new Promise((res) => setTimeout(res, 30));
+    }
+    expect(verifiedAt).toBeGreaterThan(0);
+    expect(readFileSync(w.tempPath).equals(bytes)).toBe(true); // what followers are served meanwhile
+    expect(existsSync(deferred.pathOf(d))).toBe(false); // nothing in place before its flush
+    expect(deferred.flushGate.pending).toBe(1);
+    await ow.commit();
+    expect(await committed).toBe(bytes.length);
+    // its last write came 9 × 30 ms after the first blob verified; the flush came 150 ms after that
+    expect(performance.now() - verifiedAt).toBeGreaterThanOrEqual(270 + 140);
+    expect(readFileSync(deferred.pathOf(d)).equals(bytes)).toBe(true);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+  });
+
+  it('puts (manifests) and writers without deferFlush flush at once whatever the gate holds', async () => {
+    const deferred = new BlobStore(root, { flushQuietMs: 10_000, flushMaxDelayMs: 60_000 });
+    const held = randomBytes(1000);
+    const hw = await deferred.beginWrite(digestFor(held), held.length, { deferFlush: true });
+    await hw.write(held);
+    const heldCommit = hw.commit();
+    const bytes = randomBytes(2000);
+    const t0 = performance.now();
+    await deferred.put(digestFor(bytes), bytes);
+    expect(performance.now() - t0).toBeLessThan(2_000);
+    expect(await deferred.read(digestFor(bytes))).toEqual(bytes);
+    expect(existsSync(deferred.pathOf(digestFor(held)))).toBe(false);
+    deferred.flushGate.openNow();
+    await heldCommit;
+    expect(existsSync(deferred.pathOf(digestFor(held)))).toBe(true);
+  });
+
+  it('a client reading a stored blob holds put-off flushes until its stream closes', async () => {
+    const deferred = new BlobStore(root, { flushQuietMs: 30, flushMaxDelayMs: 10_000 });
+    const servedBytes = randomBytes(5000);
+    await deferred.put(digestFor(servedBytes), servedBytes);
+    const reading = deferred.createReadStream(digestFor(servedBytes));
+    const bytes = randomBytes(1000);
+    const w = await deferred.beginWrite(digestFor(bytes), bytes.length, { deferFlush: true });
+    await w.write(bytes);
+    let committed = false;
+    const commit = w.commit().then(() => (committed = true));
+    await new Promise((res) => setTimeout(res, 200));
+    expect(committed).toBe(false); // the send goes on: no flush yet
+    reading.destroy();
+    await commit;
+    expect(existsSync(deferred.pathOf(digestFor(bytes)))).toBe(true);
+  });
+
+  it('a digest mismatch still fails before any wait, leaving nothing behind', async () => {
+    const deferred = new BlobStore(root, { flushQuietMs: 10_000, flushMaxDelayMs: 60_000 });
+    const w = await deferred.beginWrite(digestFor(randomBytes(100)), 100, { deferFlush: true });
+    await w.write(randomBytes(100));
+    await expect(w.commit()).rejects.toBeInstanceOf(DigestMismatchError);
+    expect(deferred.flushGate.pending).toBe(0);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+  });
+});
+
 describe('BlobStore init', () => {
   it('creates blobs/ and its temp dir', () => {
     expect(statSync(join(root, 'blobs')).isDirectory()).toBe(true);
