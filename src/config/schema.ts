@@ -203,6 +203,14 @@ export const configSchema = z
         readAhead: z.boolean().default(true),
         /** Send blob bodies (stored ones, and downloads being followed) with sendfile(2), the native addon, instead of through user space. */
         sendfile: z.boolean().default(true),
+        /**
+         * A fetched blob is flushed to disk (then renamed into place and recorded) once no blob
+         * has been written or sent to a client for this long, at most 5 s after it verified: one
+         * write-out after a pull instead of one forced journal commit per blob during it, and none
+         * in the tail of the pull (150 ms was too short: the flush stalled skopeo's last writes).
+         * Clients never wait for it. 0 flushes each blob as soon as it verifies.
+         */
+        flushQuietMs: z.number().int().min(0).max(60_000).default(1_000),
       })
       .prefault({}),
     limits: z

@@ -128,7 +128,10 @@ export function createApp({ mirror, log, metrics, auth, push, status, signatures
 
   app.get('/metrics', async (c) => {
     if (auth) await requireRole(c, auth, 'admin');
-    const gauges = [{ name: 'sparse_mirror_store_bytes', help: 'Bytes held in the store (blobs and manifests).', value: mirror.catalogue.storeBytes() }];
+    const gauges = [
+      { name: 'sparse_mirror_store_bytes', help: 'Bytes held in the store (blobs and manifests).', value: mirror.catalogue.storeBytes() },
+      { name: 'sparse_mirror_blob_downloads_in_flight', help: 'Blob downloads not yet flushed, renamed into place and recorded.', value: mirror.blobs.inFlight().length },
+    ];
     if (mirror.shared) {
       gauges.push({ name: 'sparse_mirror_bucket_uploads_pending', help: 'Objects fetched here that the shared bucket does not hold yet.', value: mirror.shared.uploads.pending() });
     }

@@ -91,7 +91,7 @@ export class BlobDownload extends EventEmitter {
         );
       }
       this.size = this.expectedSize ?? response.size;
-      this.writer = await this.store.beginWrite(this.digest, this.size);
+      this.writer = await this.store.beginWrite(this.digest, this.size, { deferFlush: true });
       this.writer.onVerified = () => {
         this.verified = true;
         markArrived();
@@ -266,6 +266,7 @@ export class BlobDownload extends EventEmitter {
     // Finished and nobody reading the temp file any more: the blob is in its final place.
     if (this.state === 'done' && !this.readHandle) return this.store.createReadStream(this.digest, range);
     this.followers++;
+    const unhold = this.store.flushGate.hold(); // a client reading: put-off flushes wait for it
     const self = this;
     async function* chunks(): AsyncGenerator<Buffer> {
       const buffer = Buffer.allocUnsafe(READ_CHUNK);
@@ -280,6 +281,7 @@ export class BlobDownload extends EventEmitter {
     }
     const stream = Object.assign(Readable.from(chunks(), { objectMode: false }), { regions: () => this.regions(range) });
     stream.once('close', () => {
+      unhold();
       this.followers--;
       this.releaseHandleIfIdle();
     });

@@ -167,13 +167,15 @@ export class BlobService {
       () => {
         const client = this.policy.offline ? undefined : route.upstream.client;
         if (!client || this.closing || this.readAheads >= MAX_READ_AHEADS) return;
-        const next = this.catalogue.absentBlobsAfter(route.key, digest, MAX_READ_AHEADS + 1).find((b) => !this.downloads.has(b.digest));
+        // Blobs being fetched are absent too (recorded once flushed): look past as many as there are.
+        const next = this.catalogue.absentBlobsAfter(route.key, digest, MAX_READ_AHEADS + 1 + this.downloads.size).find((b) => !this.downloads.has(b.digest));
         const parsed = next && parseDigest(next.digest);
         if (!next || !parsed?.ok) return;
         this.log.debug('reading ahead', { repo: route.key, after: digest, digest: next.digest, size: next.size });
         this.readAheads++;
         const download = this.startDownload(route, client, parsed.digest, next.size);
-        void download.finished.catch(() => {}).finally(() => this.readAheads--);
+        // The slot is for upstream fetches: it frees once the bytes are in, not after the (deferred) flush.
+        void download.arrived.catch(() => {}).finally(() => this.readAheads--);
       },
       () => {}, // the blob was not stored: its own request reports why
     );

@@ -50,7 +50,7 @@ export class Mirror {
 
   static async open(config: MirrorConfig, log: Logger, events: MirrorEvents = {}): Promise<Mirror> {
     const dataDir = resolve(config.dataDir);
-    const store = new BlobStore(dataDir);
+    const store = new BlobStore(dataDir, { flushQuietMs: config.blobs.flushQuietMs });
     await store.init();
     const catalogue = new Catalogue(join(dataDir, 'mirror.db'));
     catalogue.onError = (e) => log.warn('could not record last-access times', { error: e.message });
@@ -122,6 +122,7 @@ export class Mirror {
    */
   async close(graceMs = 10_000): Promise<void> {
     this.blobs.stopReadingAhead();
+    this.store.flushGate.openNow(); // flushes put off until a pause run now
     const running = this.blobs.inFlight();
     const settled = Promise.allSettled(running.map((d) => d.finished));
     let timer: NodeJS.Timeout | undefined;

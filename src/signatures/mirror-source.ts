@@ -61,7 +61,8 @@ export class MirrorSignatureSource implements SignatureSource {
       }
       chunks.push(c as Buffer);
     }
-    await b.stored;
+    // The body ended, so its bytes verified. Not awaiting `stored`: the blob is flushed and recorded
+    // once fetching goes quiet (blobs.flushQuietMs), and a pull waiting on this verdict must not wait for that.
     return Buffer.concat(chunks);
   }
 }

@@ -161,6 +161,9 @@ export async function prefetchImage(mirror: Mirror, text: string, opts: Prefetch
 
   progress.blobsTotal = blobs.size;
   const queue = [...blobs];
+  // Each blob's flush and record come after its body (once fetching goes quiet, blobs.flushQuietMs):
+  // awaited all together at the end, or every worker would stall on its own blob's flush.
+  const storing: Array<Promise<void>> = [];
   const worker = async () => {
     for (let next = queue.shift(); next; next = queue.shift()) {
       const [digest, size] = next;
@@ -179,8 +182,12 @@ export async function prefetchImage(mirror: Mirror, text: string, opts: Prefetch
           progress.fetched += (chunk as Buffer).length;
           onProgress?.(progress);
         }
-        await b.stored; // the body ends once verified; the blob is recorded a moment later
-        result.bytesFetched += size;
+        // The body ends once verified; the blob is recorded later. Nothing is lost if that fails first.
+        const recorded = Promise.resolve(b.stored).then(() => {
+          result.bytesFetched += size;
+        });
+        recorded.catch(() => {}); // rejects the Promise.all below, not the process
+        storing.push(recorded);
       }
       result.blobs++;
       progress.blobsDone++;
@@ -188,6 +195,7 @@ export async function prefetchImage(mirror: Mirror, text: string, opts: Prefetch
     }
   };
   await Promise.all(Array.from({ length: BLOB_CONCURRENCY }, worker));
+  await Promise.all(storing);
   return result;
 }
 

@@ -19,7 +19,10 @@ export interface TestMirror {
 /** An in-process mirror on a free loopback port with its own temporary store. */
 export async function startTestMirror(input: Partial<MirrorConfigInput> & Pick<MirrorConfigInput, 'upstreams'>): Promise<TestMirror> {
   const dataDir = input.dataDir ?? (await mkdtemp(join(tmpdir(), 'sparse-mirror-data-')));
-  const config = validateConfig({ host: '127.0.0.1', port: 0, platforms: ['linux/amd64', 'linux/arm64'], ...input, dataDir });
+  // Flushes at once unless a test asks otherwise: most tests look at the store right after a pull
+  // (test/integration/deferred-flush.test.ts covers the deferred flush, the default).
+  const blobs = { flushQuietMs: 0, ...input.blobs };
+  const config = validateConfig({ host: '127.0.0.1', port: 0, platforms: ['linux/amd64', 'linux/arm64'], ...input, blobs, dataDir });
   const logs: string[] = [];
   const running = await startMirror(config, createLogger('debug', (line) => logs.push(line)));
   const host = new URL(running.server.url).host;
