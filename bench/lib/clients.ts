@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { Agent, request } from 'node:http';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cleanEnv, run, tempDir, type RunResult } from './procs.js';
+import { cleanEnv, removeDir, run, tempDir, type RunResult } from './procs.js';
 
 export const MANIFEST_ACCEPT = [
   'application/vnd.oci.image.index.v1+json',
@@ -193,6 +193,22 @@ export async function skopeo(args: string[], timeoutMs = 300_000): Promise<RunRe
 }
 
 /** `skopeo copy` of one platform (or `--all`) from `src` (docker://…) to a fresh dir:. */
+/**
+ * One untimed skopeo pull of a just-pushed image straight from the upstream, to a folder removed
+ * again. The first pull of a new image from distribution takes 50–130 ms longer than the next
+ * ones on the benchmark machine, whoever makes it (direct, anchor or sparse-mirror: three direct
+ * pulls in a row, bench/RESULTS.md 2026-12-04). That cost belongs to the upstream, and falling on
+ * whichever pull came first in a round it only added noise to every cold-pull comparison.
+ */
+export async function warmUpstreamImage(ref: string, platform: { os: string; arch: string }): Promise<void> {
+  const dest = tempDir('warm-upstream');
+  try {
+    await skopeoCopy(ref, `dir:${join(dest, 'image')}`, platform);
+  } finally {
+    removeDir(dest);
+  }
+}
+
 export async function skopeoCopy(src: string, dest: string, opts: { arch?: string; os?: string; variant?: string; all?: boolean; destTls?: boolean } = {}): Promise<RunResult> {
   const globals: string[] = [];
   if (opts.os) globals.push('--override-os', opts.os);

@@ -73,3 +73,22 @@ export async function startSparseMirror(name: string, opts: MirrorOptions): Prom
 export function mirrorCli(args: string[], configPath: string, opts: { timeoutMs?: number; discardStdout?: boolean } = {}): Promise<RunResult> {
   return run(process.execPath, [MIRROR_CLI, ...args, '--config', configPath], { timeoutMs: opts.timeoutMs ?? 300_000, discardStdout: opts.discardStdout });
 }
+
+/**
+ * Waits until the mirror has no blob download in flight: every blob it fetched is flushed, renamed
+ * into place and recorded (its flush waits for a pause in downloads). What follows, the next
+ * pull or a CPU reading, then neither overlaps nor misses that work.
+ */
+export async function waitSettled(url: string, opts: { timeoutMs?: number; olderBuild?: boolean } = {}): Promise<void> {
+  const until = performance.now() + (opts.timeoutMs ?? 60_000);
+  for (;;) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const m = /^sparse_mirror_blob_downloads_in_flight (\d+)/m.exec(text);
+    // A build from before the gauge (an A/B's base) flushed each blob as it came: a pause will do.
+    if (!m && opts.olderBuild) return new Promise((res) => setTimeout(res, 100));
+    if (!m) throw new Error(`${url}/metrics reports no blob downloads in flight`);
+    if (m[1] === '0') return;
+    if (performance.now() > until) throw new Error(`${url} still had ${m[1]} blob downloads in flight after ${opts.timeoutMs ?? 60_000} ms`);
+    await new Promise((res) => setTimeout(res, 20));
+  }
+}

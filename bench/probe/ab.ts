@@ -13,7 +13,7 @@ import { skopeoCopy } from '../lib/clients.js';
 import { SHAPES, shapeLayers } from '../lib/context.js';
 import { pushSevenPlatformIndex } from '../lib/images.js';
 import { startDistribution } from '../lib/registry.js';
-import { startSparseMirror } from '../lib/mirror.js';
+import { startSparseMirror, waitSettled } from '../lib/mirror.js';
 import { removeDir, stopAll, tempDir, removeAllTemp } from '../lib/procs.js';
 import { pullRounds } from './pull-rounds.js';
 
@@ -37,7 +37,7 @@ try {
       await skopeoCopy(`docker://${m.host}/${warm.repo}:v1`, `dir:${join(dest, 'image')}`, { os: 'linux', arch: 'amd64' });
       removeDir(dest);
     }
-    await pullRounds(upstream, mirrors.map((m, i) => ({ name: variants[i]!.name, host: m.host, pid: m.proc.pid })), layers, rounds, `shape-${shape}`);
+    await pullRounds(upstream, mirrors.map((m, i) => ({ name: variants[i]!.name, host: m.host, pid: m.proc.pid, settled: () => waitSettled(m.url, { olderBuild: true }) })), layers, rounds, `shape-${shape}`);
   }
 } finally {
   await stopAll();

@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
-import { skopeoCopy } from '../lib/clients.js';
+import { skopeoCopy, warmUpstreamImage } from '../lib/clients.js';
 import { pushSevenPlatformIndex } from '../lib/images.js';
 import type { Distribution } from '../lib/registry.js';
 import { groupCpuSeconds, removeDir, tempDir } from '../lib/procs.js';
@@ -16,6 +16,8 @@ export interface Proxy {
   host: string;
   /** Its process group, to report its CPU per pull. */
   pid?: number;
+  /** Resolves once what it fetched is stored (a 100 ms pause when absent). */
+  settled?: () => Promise<void>;
 }
 
 /** Pulls `rounds` new images of `layers` through each proxy and direct; logs every round and the medians. */
@@ -29,6 +31,7 @@ export async function pullRounds(upstream: Distribution, proxies: Proxy[], layer
     for (let r = 0; r < rounds; r++) {
       const img = await pushSevenPlatformIndex(upstream.url, `probe/${label}-${r}`, 'v1', { bigPlatform: 'linux/amd64', bigLayers: layers, smallLayer: 256 * 1024 });
       execFileSync('sync'); // as scenario 3 does: the push's dirty pages written back before the pulls
+      if (process.env.PROBE_WARM !== '0') await warmUpstreamImage(`docker://${upstream.host}/${img.repo}:v1`, { os: 'linux', arch: 'amd64' });
       const ms = new Map<string, number>();
       const order = [direct, ...proxies];
       for (const p of [...order.slice(r % order.length), ...order.slice(0, r % order.length)]) {
@@ -36,7 +39,7 @@ export async function pullRounds(upstream: Distribution, proxies: Proxy[], layer
         const dest = join(work, `${p.name}-${r}`);
         ms.set(p.name, (await skopeoCopy(`docker://${p.host}/${img.repo}:v1`, `dir:${dest}`, { os: 'linux', arch: 'amd64' })).ms);
         removeDir(dest);
-        await new Promise((res) => setTimeout(res, 100)); // the last commit's rename and record
+        await (p.settled ? p.settled() : new Promise((res) => setTimeout(res, 100))); // its flushes, renames and records
         if (p.pid) cpus.get(p.name)!.push(((await groupCpuSeconds(p.pid)) - cpu0) * 1000);
       }
       for (const p of proxies) ratios.get(p.name)!.push(ms.get(p.name)! / ms.get('direct')!);

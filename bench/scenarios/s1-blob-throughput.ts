@@ -5,6 +5,7 @@ import { curlParallel, getManifest } from '../lib/clients.js';
 import { rotate, type Ctx, type ScenarioResult } from '../lib/context.js';
 import { pushImage } from '../lib/images.js';
 import { startNginx } from '../lib/nginx.js';
+import { waitSettled } from '../lib/mirror.js';
 import { accessLines, logMark, logSince, settleLog, waitStored } from '../lib/registry.js';
 import { gbps, median, mib, ratio } from '../lib/stats.js';
 import { groupCpuSeconds } from '../lib/procs.js';
@@ -25,6 +26,7 @@ export async function blobThroughput(ctx: Ctx): Promise<ScenarioResult> {
     if (warm.failures.length) throw new Error(`warming ${p.url}: ${warm.failures.join('; ')}`);
   }
   await waitStored(anchor, [blob]);
+  await waitSettled(mirror.url); // its flush and rename (after fetching goes quiet): nginx serves that file
   const file = join(mirror.dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex);
   const nginx = await startNginx(join(mirror.dataDir, 'blobs', 'sha256', hex.slice(0, 2)), hex);
   const urls = {

@@ -4,10 +4,11 @@
 // uses a new image, so it is cold in both proxies; the rounds go through every order of the three.
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { skopeoCopy } from '../lib/clients.js';
+import { skopeoCopy, warmUpstreamImage } from '../lib/clients.js';
 import { permutation, type Ctx, type ImageShape, type Row, type ScenarioResult, type Shared } from '../lib/context.js';
 import { pushSevenPlatformIndex, type Index } from '../lib/images.js';
 import { groupCpuSeconds, removeDir, tempDir } from '../lib/procs.js';
+import { waitSettled } from '../lib/mirror.js';
 import { waitStored } from '../lib/registry.js';
 import { median, mib, ms, ratio } from '../lib/stats.js';
 
@@ -79,6 +80,7 @@ async function pullShape(ctx: Ctx, shared: Shared, shape: ImageShape, shapeIndex
     result.byRound.push(round);
     const amd64 = images[r]!.children.find((c) => c.platform === 'linux/amd64')!;
     const delivered = amd64.layers.reduce((a, l) => a + l.size, 0);
+    await warmUpstreamImage(`docker://${upstream.host}/${images[r]!.repo}:v1`, { os: 'linux', arch: 'amd64' });
     for (const who of permutation(['direct', 'anchor', 'sparse'] as const, r)) {
       const dest = join(work, `${who}-${r}`);
       try {
@@ -90,7 +92,7 @@ async function pullShape(ctx: Ctx, shared: Shared, shape: ImageShape, shapeIndex
         // (it is part of its cold path, and it must not overlap the next pull).
         if (who === 'anchor') await waitStored(anchor, amd64.layers);
         if (who !== 'direct') {
-          if (who === 'sparse') await new Promise((res) => setTimeout(res, 50)); // the last commit's rename and record
+          if (who === 'sparse') await waitSettled(mirror.url); // its flushes, renames and records
           result.cpuPerGiB[who].push(((await groupCpuSeconds(pids[who])) - cpu0) / (delivered / 2 ** 30));
         }
         ctx.log(`${shape.name}, round ${r + 1} ${who}: ${ms(res.ms)}`);

@@ -3,6 +3,7 @@
 import { getManifest, herd } from '../lib/clients.js';
 import { rotate, type Ctx, type ScenarioResult } from '../lib/context.js';
 import { pushImage, type Image } from '../lib/images.js';
+import { waitSettled } from '../lib/mirror.js';
 import { accessLines, logMark, logSince, settleLog, waitStored } from '../lib/registry.js';
 import { median, mib, ms } from '../lib/stats.js';
 
@@ -43,6 +44,7 @@ export async function thunderingHerd(ctx: Ctx): Promise<ScenarioResult> {
       const mark = await logMark(upstream.logFile);
       const h = await herd(`${base}/v2/${img.repo}/blobs/${blob.digest}`, clients);
       if (who === 'anchor') await waitStored(anchor, [blob]);
+      else await waitSettled(mirror.url);
       await settleLog(upstream.logFile, 500);
       const lines = accessLines(await logSince(upstream.logFile, mark)).filter((l) => l.path.endsWith(`/blobs/${blob.digest}`));
       const gets = lines.filter((l) => l.method === 'GET');

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { getManifest, skopeo, skopeoCopy } from '../lib/clients.js';
 import { rotate, type Ctx, type ScenarioResult } from '../lib/context.js';
 import { pushImage } from '../lib/images.js';
-import { startSparseMirror } from '../lib/mirror.js';
+import { startSparseMirror, waitSettled } from '../lib/mirror.js';
 import { createWan, wanUnavailable, type Wan } from '../lib/netns.js';
 import { removeDir, tempDir } from '../lib/procs.js';
 import { accessLines, logMark, logSince, settleLog, startDistribution, waitStored, type Distribution } from '../lib/registry.js';
@@ -132,6 +132,7 @@ async function measure(ctx: Ctx, link: Wan, running: Array<{ stop(): Promise<voi
         const res = await skopeoCopy(`docker://${hosts[who]}/${img.repo}:v1`, `dir:${dest}`);
         // distribution stores what it served with a second, background fetch: let it finish first.
         if (who === 'anchor') await waitStored(anchor, img.layers, 300_000);
+        if (who === 'sparse') await waitSettled(mirror.url); // its flushes, after the pull, overlap no other pull
         const bad = await checkDir(dest, img.blobs);
         if (bad) problems.push(`(a) ${LABEL[who]} round ${r + 1}: ${bad}`);
         const t = await traffic(upstream, mark, img.repo);
@@ -155,6 +156,7 @@ async function measure(ctx: Ctx, link: Wan, running: Array<{ stop(): Promise<voi
     ctx.log(`(b) ${clients} clients through ${LABEL[who]}`);
     const f = await fleet(`docker://${hosts[who]}/${img.repo}:v1`, clients, img.blobs, join(work, `b-${who}`));
     if (who === 'anchor' && f.complete > 0) await waitStored(anchor, img.layers, 600_000).catch((e: Error) => problems.push(`(b) anchor: ${e.message}`));
+    if (who === 'sparse') await waitSettled(mirror.url).catch((e: Error) => problems.push(`(b) sparse-mirror: ${e.message}`));
     const t = await traffic(upstream, mark, img.repo);
     cold10[who] = { ...f, ...t, down: link.sent().down - before };
     problems.push(...f.problems.map((p) => `(b) ${LABEL[who]}: ${p}`));
