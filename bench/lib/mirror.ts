@@ -45,6 +45,8 @@ export async function writeMirrorConfig(dir: string, opts: MirrorOptions & { dat
     platforms: opts.platforms ?? ['linux/amd64', 'linux/arm64'],
     upstreams: [{ url: opts.upstream }],
     log: { level: opts.logLevel ?? 'info' },
+    // BENCH_MIRROR_CONFIG: config keys (JSON) for every sparse-mirror of the run, an A/B of a setting.
+    ...(JSON.parse(process.env.BENCH_MIRROR_CONFIG || '{}') as Record<string, unknown>),
     ...opts.extra,
   };
   const path = join(dir, 'mirror.config.ts');
