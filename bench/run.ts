@@ -3,7 +3,8 @@
 //
 // Environment: BENCH_QUICK=1 (a ~2-minute smoke run), BENCH_SCENARIOS=1,3 (a subset),
 // BENCH_ROUNDS, BENCH_OUT (results file), BENCH_MIRROR_CLI (another build of sparse-mirror's
-// cli.js, for A/B runs of a change), and per-scenario sizes (see lib/context.ts).
+// cli.js, for A/B runs of a change), BENCH_MIRROR_CONFIG (config keys as JSON, for A/B runs of a
+// setting), and per-scenario sizes (see lib/context.ts).
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
@@ -185,7 +186,7 @@ async function render(results: ScenarioResult[], info: SysInfo, settings: Return
     JSON.stringify(settings, null, 2),
     '```',
     '',
-    'Reproduce: `npm run bench` (full, ~15 min) or `BENCH_QUICK=1 npm run bench` (~2 min, written to .bench-work/). `BENCH_SCENARIOS=1,2` runs a subset; `BENCH_MIRROR_CLI=/path/to/dist/src/cli.js` benchmarks another build of sparse-mirror.',
+    'Reproduce: `npm run bench` (full, ~40 min) or `BENCH_QUICK=1 npm run bench` (~2 min, written to .bench-work/). `BENCH_SCENARIOS=1,2` runs a subset; `BENCH_MIRROR_CLI=/path/to/dist/src/cli.js` benchmarks another build of sparse-mirror, `BENCH_MIRROR_CONFIG={"blobs":{"flushQuietMs":0}}` another setting.',
     '',
   );
   return lines.join('\n');
