@@ -41,18 +41,18 @@ export async function openedFd(stream: ReadStream): Promise<number> {
   return fdOf()!;
 }
 
-/**
- * Content-addressed files on disk: `<root>/blobs/<alg>/<2 hex>/<hex>`. Writers go to `<root>/tmp`
- * (same file system, so the final rename is atomic) and are verified against the digest before
- * they become visible. A digest is always parsed before it reaches a path here.
- */
 export interface BlobStoreOptions {
-  /** Writers begun with `deferFlush` flush once blob writes have paused this long (0: at once). */
+  /** Writers begun with `deferFlush` flush once no blob has been written or read for this long (0: at once). */
   flushQuietMs?: number;
   /** ... or this long after they first asked to, whichever is sooner. */
   flushMaxDelayMs?: number;
 }
 
+/**
+ * Content-addressed files on disk: `<root>/blobs/<alg>/<2 hex>/<hex>`. Writers go to `<root>/tmp`
+ * (same file system, so the final rename is atomic) and are verified against the digest before
+ * they become visible. A digest is always parsed before it reaches a path here.
+ */
 export class BlobStore {
   readonly blobsDir: string;
   readonly tmpDir: string;

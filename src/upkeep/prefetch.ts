@@ -182,11 +182,11 @@ export async function prefetchImage(mirror: Mirror, text: string, opts: Prefetch
           progress.fetched += (chunk as Buffer).length;
           onProgress?.(progress);
         }
-        // The body ends once verified; the blob is recorded later. Nothing is lost if that fails first.
+        // The body ends once verified; the blob is recorded later (a failure rejects the Promise.all below).
         const recorded = Promise.resolve(b.stored).then(() => {
           result.bytesFetched += size;
         });
-        recorded.catch(() => {}); // rejects the Promise.all below, not the process
+        recorded.catch(() => {}); // not an unhandled rejection meanwhile
         storing.push(recorded);
       }
       result.blobs++;
