@@ -240,7 +240,6 @@ export class BlobWriter {
     }
     this.hasher.update(chunk);
     this.written += chunk.length;
-    this.flushGate?.wrote();
     for (let offset = 0; offset < chunk.length; ) {
       const fill = (this.fill ??= this.newBuffer()); // unset only while fewer than two exist
       if (this.filled === fill.length) {

@@ -26,7 +26,7 @@ export class FlushGate {
     readonly maxDelayMs: number,
   ) {}
 
-  /** Blob bytes are being written now: flushes wait for the writes to pause. */
+  /** Blob bytes moved just now (a hold's end marks it too): flushes wait quietMs from here. */
   wrote(): void {
     this.lastWrite = performance.now();
   }
