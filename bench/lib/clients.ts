@@ -192,7 +192,6 @@ export async function skopeo(args: string[], timeoutMs = 300_000): Promise<RunRe
   return run('skopeo', ['--policy', s.policy, '--registries-conf', s.conf, ...args], { env: s.env, timeoutMs });
 }
 
-/** `skopeo copy` of one platform (or `--all`) from `src` (docker://…) to a fresh dir:. */
 /**
  * One untimed skopeo pull of a just-pushed image straight from the upstream, to a folder removed
  * again. The first pull of a new image from distribution takes 50–130 ms longer than the next
@@ -209,6 +208,7 @@ export async function warmUpstreamImage(ref: string, platform: { os: string; arc
   }
 }
 
+/** `skopeo copy` of one platform (or `--all`) from `src` (docker://…) to a fresh dir:. */
 export async function skopeoCopy(src: string, dest: string, opts: { arch?: string; os?: string; variant?: string; all?: boolean; destTls?: boolean } = {}): Promise<RunResult> {
   const globals: string[] = [];
   if (opts.os) globals.push('--override-os', opts.os);
