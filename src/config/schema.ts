@@ -206,8 +206,9 @@ export const configSchema = z
         /**
          * A fetched blob is flushed to disk (then renamed into place and recorded) once no blob
          * has been written or sent to a client for this long, at most 5 s after it verified: one
-         * write-out after a pull instead of one forced journal commit per blob during it, and none
-         * in the tail of the pull (150 ms was too short: the flush stalled skopeo's last writes).
+         * write-out after a pull instead of a forced write-out and disk cache flush per blob during
+         * it, and none in the tail of the pull (150 ms was too short: the flush stalled skopeo's
+         * last writes).
          * Clients never wait for it. 0 flushes each blob as soon as it verifies.
          */
         flushQuietMs: z.number().int().min(0).max(60_000).default(1_000),

@@ -2,15 +2,16 @@
  * When a fetched blob's flush to disk may run: once blobs have been neither written nor sent to a
  * client for `quietMs`, or `maxDelayMs` after the flush first asked, whichever comes first.
  *
- * Why: on ext4 (data=ordered) every fdatasync commits the journal, and the commit first writes out
- * the dirty data of every file in it, the other downloads' temp files included. A cold pull of a
- * dozen blobs then forces a dozen synchronous write-outs while the client is still pulling, and
- * the client waits for the disk and the CPU they take (bench/RESULTS.md, 2026-12-04). The client
- * never waited for the flush itself (it is served from the temp file once the bytes verify), so
- * flushing after the burst costs it nothing, and the first flush then writes everything at once.
- * Sends count as well as writes: the mirror's downloads end before the client has read their tail,
- * and a flush then (a journal commit writing the whole pull out) stalls the client's own writes to
- * the same disk (A/B, bench/RESULTS.md 2026-12-04).
+ * Why: every fdatasync writes the file out and then flushes the disk's write cache, and the other
+ * writers to that disk (the client's own files among them) wait behind both; on ext4 with a journal
+ * (data=ordered) it also commits the journal, which first writes out every file's dirty data. A
+ * cold pull of a dozen blobs then forces a dozen synchronous write-outs while the client is still
+ * pulling, and the client waits for the disk and the CPU they take (bench/RESULTS.md, 2026-12-04
+ * and 2026-12-05). The client never waited for the flush itself (it is served from the temp file
+ * once the bytes verify), so flushing after the burst costs it nothing, and the first flush then
+ * writes everything at once. Sends count as well as writes: the mirror's downloads end before the
+ * client has read their tail, and a flush then stalls the client's own writes to the same disk
+ * (A/B, bench/RESULTS.md 2026-12-04).
  * Durability is unchanged in kind: a blob is renamed into place and recorded only once flushed; a
  * crash before that loses only the unrecorded copy, which is fetched again when next asked for.
  */
