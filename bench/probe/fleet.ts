@@ -15,7 +15,7 @@ import { settingsFromEnv } from '../lib/context.js';
 import { pushImage } from '../lib/images.js';
 import { startSparseMirror } from '../lib/mirror.js';
 import { createWan, wanUnavailable } from '../lib/netns.js';
-import { removeAllTemp, removeDir, run, stopAll, tempDir } from '../lib/procs.js';
+import { pidCpuSeconds, removeAllTemp, removeDir, run, stopAll, tempDir } from '../lib/procs.js';
 import { startDistribution } from '../lib/registry.js';
 import { median } from '../lib/stats.js';
 
@@ -43,13 +43,13 @@ function bytesUnder(dir: string): number {
 }
 
 /** Samples every `sampleMs` until stopped; prints one line per interval. */
-function timeline(label: string, dirs: string, pid: number, sent: () => number): () => void {
+async function timeline(label: string, dirs: string, pid: number, sent: () => number): Promise<() => void> {
   if (!sampleMs) return () => {};
   const t0 = performance.now();
-  let last = { t: t0, cpu: machineCpu(), link: sent(), disk: 0, mirror: procCpu(pid) };
+  let last = { t: t0, cpu: machineCpu(), link: sent(), disk: 0, mirror: await pidCpuSeconds(pid) };
   console.log(`${label}: t(s)  link MB/s  clients' disk MB/s  busy% idle% iowait% steal%  mirror CPU%  dirty/writeback MB  blocked threads`);
-  const timer = setInterval(() => {
-    const now = { t: performance.now(), cpu: machineCpu(), link: sent(), disk: bytesUnder(dirs), mirror: procCpu(pid) };
+  const timer = setInterval(async () => {
+    const now = { t: performance.now(), cpu: machineCpu(), link: sent(), disk: bytesUnder(dirs), mirror: await pidCpuSeconds(pid) };
     const dt = (now.t - last.t) / 1000;
     const j = (k: keyof typeof now.cpu) => now.cpu[k] - last.cpu[k];
     const all = j('busy') + j('idle') + j('iowait') + j('steal') || 1;
@@ -76,10 +76,10 @@ function dirtyMb(): { dirty: number; writeback: number } {
   return { dirty: kb('Dirty') / 1024, writeback: kb('Writeback') / 1024 };
 }
 
-/** Kernel stacks of the mirror's threads seen blocked, printed after the fleet. */
+/** Kernel stacks of blocked threads (the mirror's; with SAMPLE_STACKS, everyone's), printed after the fleet. */
 const stacks = new Set<string>();
 
-/** Threads in uninterruptible sleep (D), as "name:count" by command name, with where most wait. */
+/** Threads in uninterruptible sleep (D), counted by name and wait channel: "name@wchan×count" (the mirror's as MIRROR:…). */
 function blocked(mirrorPid: number): string {
   const by = new Map<string, number>();
   for (const pid of readdirSync('/proc')) {
@@ -119,15 +119,6 @@ function blocked(mirrorPid: number): string {
   return [...by].map(([k, v]) => `${k}×${v}`).join(' ');
 }
 
-/** CPU seconds (user + system) of process `pid`, from /proc (USER_HZ 100). */
-function procCpu(pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
 
 const why = wanUnavailable();
 if (why) {
@@ -172,8 +163,8 @@ try {
     const direct = await pull(kind, upstream.host, await image(), 0);
     removePulled();
     const img = await image();
-    const stopSampling = timeline(kind, kind === 'skopeo-shm' ? shmBase : diskBase, mirror.proc.pid!, () => link.sent().down);
-    const cpu0 = procCpu(mirror.proc.pid!);
+    const stopSampling = await timeline(kind, kind === 'skopeo-shm' ? shmBase : diskBase, mirror.proc.pid!, () => link.sent().down);
+    const cpu0 = await pidCpuSeconds(mirror.proc.pid!);
     const t0 = performance.now();
     const each = await Promise.all(Array.from({ length: clients }, (_, i) => pull(kind, mirror.host, img, i)));
     const last = performance.now() - t0;
@@ -183,7 +174,7 @@ try {
     console.log(
       `${kind}: one direct pull ${(direct / 1000).toFixed(2)} s; ${clients} through sparse-mirror: first ${(each[0]! / 1000).toFixed(2)} s, ` +
         `median ${(median(each) / 1000).toFixed(2)} s, last ${(last / 1000).toFixed(2)} s = ${(last / direct).toFixed(2)}× the direct pull; ` +
-        `the mirror's CPU meanwhile ${(procCpu(mirror.proc.pid!) - cpu0).toFixed(2)} s`,
+        `the mirror's CPU meanwhile ${((await pidCpuSeconds(mirror.proc.pid!)) - cpu0).toFixed(2)} s`,
     );
   }
 } finally {
