@@ -31,6 +31,14 @@ export async function verifyStore(store: BlobStore, catalogue: Catalogue, opts: 
   let filesChecked = 0;
   let bytesChecked = 0;
   const intact = new Map<string, number>();
+  // Rows first, files after: a running server renames a blob into place before it records it, so
+  // every row read now has its file by the time the files are listed. Read the other way round, a
+  // blob committed while the files were being hashed (a put-off flush lands a second or more after
+  // a pull) would look like a row whose file is missing.
+  const rows = [
+    ...catalogue.allBlobs().map((b) => ({ digest: b.digest, size: b.size, what: 'blob' })),
+    ...catalogue.allManifests().map((m) => ({ digest: m.digest, size: m.size, what: `manifest of ${m.repo}` })),
+  ];
 
   const badNames = new Map<string, string>();
   for await (const { name, path } of store.entries()) {
@@ -53,10 +61,6 @@ export async function verifyStore(store: BlobStore, catalogue: Catalogue, opts: 
     else intact.set(name, size);
   }
 
-  const rows = [
-    ...catalogue.allBlobs().map((b) => ({ digest: b.digest, size: b.size, what: 'blob' })),
-    ...catalogue.allManifests().map((m) => ({ digest: m.digest, size: m.size, what: `manifest of ${m.repo}` })),
-  ];
   const named = new Set<string>();
   const corrupt = new Set(problems.map((p) => p.digest));
   for (const r of rows) {
