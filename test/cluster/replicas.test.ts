@@ -73,10 +73,18 @@ async function get(url: string, headers: Record<string, string> = {}): Promise<{
   });
 }
 
+/**
+ * Uploads queued, plus blobs fetched but not yet recorded: a blob joins the upload queue only once
+ * its put-off flush has run (blobs.flushQuietMs after the pull), so an empty queue alone says little.
+ */
 async function pendingUploads(r: Replica): Promise<number> {
-  const m = /^sparse_mirror_bucket_uploads_pending (\d+)$/m.exec((await get(`${r.url}/metrics`)).body.toString());
-  if (!m) throw new Error(`${r.name} reports no upload queue`);
-  return Number(m[1]);
+  const text = (await get(`${r.url}/metrics`)).body.toString();
+  const gauge = (name: string) => {
+    const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(text);
+    if (!m) throw new Error(`${r.name} reports no ${name}`);
+    return Number(m[1]);
+  };
+  return gauge('sparse_mirror_bucket_uploads_pending') + gauge('sparse_mirror_blob_downloads_in_flight');
 }
 
 async function uploadsDrained(timeoutMs = 30_000): Promise<void> {

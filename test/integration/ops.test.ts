@@ -292,7 +292,9 @@ describe('operating the mirror', () => {
     beforeAll(async () => {
       proxy2 = await startCountingProxy(fx.registry.url);
       fx.defer(() => proxy2.stop());
-      m = await mirror({ upstreams: [{ url: proxy2.url }] });
+      // No read-ahead: it fetches the image's next blob on its own schedule, and this test counts
+      // exactly what its requests fetched (test/integration/read-ahead.test.ts covers read-ahead).
+      m = await mirror({ upstreams: [{ url: proxy2.url }], blobs: { readAhead: false } });
     });
 
     it('counts requests by route and status, cache hits and misses, bytes served and fetched, refused platforms, store size', async () => {
