@@ -4,14 +4,16 @@
 // Environment: BENCH_QUICK=1 (a ~2-minute smoke run), BENCH_SCENARIOS=1,3 (a subset),
 // BENCH_ROUNDS, BENCH_OUT (results file), BENCH_MIRROR_CLI (another build of sparse-mirror's
 // cli.js, for A/B runs of a change), BENCH_MIRROR_CONFIG (config keys as JSON, for A/B runs of a
-// setting), and per-scenario sizes (see lib/context.ts).
+// setting), BENCH_FILL_PAGE_CACHE=0 (leave free memory free: see lib/page-cache.ts), and
+// per-scenario sizes (see lib/context.ts).
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { settingsFromEnv, type Ctx, type ScenarioResult, type Shared } from './lib/context.js';
 import { MIRROR_CLI, REPO_ROOT, startSparseMirror } from './lib/mirror.js';
-import { removeAllTemp, run, stopAll, which } from './lib/procs.js';
+import { pageCacheFill } from './lib/page-cache.js';
+import { onCleanup, removeAllTemp, run, stopAll, tempDir, which } from './lib/procs.js';
 import { startDistribution } from './lib/registry.js';
 import { sysInfo, type SysInfo } from './lib/sysinfo.js';
 import { blobThroughput } from './scenarios/s1-blob-throughput.js';
@@ -76,10 +78,13 @@ async function main(): Promise<number> {
   log(`${settings.quick ? 'quick' : 'full'} run; scenarios ${selected.map((s) => s.id).join(', ')}; mirror ${relative(REPO_ROOT, MIRROR_CLI)}`);
   log(`machine: ${info.cpu}, ${info.cores} cores, ${info.memoryGiB} GiB, ${info.node}, load ${info.loadAtStart}`);
 
+  const fill = settings.fillPageCache ? pageCacheFill(tempDir('page-cache'), log) : undefined;
+  if (fill) onCleanup(() => fill.remove());
   let shared: Promise<Shared> | undefined;
   const ctx: Ctx = {
     settings,
     log,
+    fillPageCache: () => void fill?.topUp(),
     shared: () =>
       (shared ??= (async () => {
         const upstream = await startDistribution('upstream');
@@ -93,6 +98,7 @@ async function main(): Promise<number> {
   const results: ScenarioResult[] = [];
   for (const s of selected) {
     log(`— scenario ${s.id}: ${s.name}`);
+    ctx.fillPageCache();
     const started = performance.now();
     const load = loadavg()[0]!;
     try {
@@ -137,6 +143,9 @@ async function render(results: ScenarioResult[], info: SysInfo, settings: Return
     '(the same docker-registry in proxy mode, `proxy.remoteurl` = the upstream) and sparse-mirror (`node dist/src/cli.js serve`,',
     'its own process, default log level) in front of it, nginx for scenario 1, Ceph RGW and three replicas for scenario 9, and the clients. Ratios are sparse-mirror ÷ baseline',
     '(for times, lower is better; for rates, higher is better). Medians over the rounds.',
+    settings.fillPageCache
+      ? 'Before each scenario, and each shape of scenario 3, a file fills the page cache to all but 2 GiB of free memory, as on a server that has run a while (`bench/lib/page-cache.ts`: on a VM whose freed memory goes back to the host, a write to freshly touched memory costs several times more, for every process; `BENCH_FILL_PAGE_CACHE=0` leaves free memory free).'
+      : 'Free memory was left free (`BENCH_FILL_PAGE_CACHE=0`): on a VM whose freed memory goes back to the host, writes cost more the more of it the machine had freed before (`bench/lib/page-cache.ts`).',
     '',
     '## Machine',
     '',
@@ -144,7 +153,7 @@ async function render(results: ScenarioResult[], info: SysInfo, settings: Return
     '|---|---|',
     `| CPU | ${info.cpu} |`,
     `| Cores | ${info.cores} |`,
-    `| Memory | ${info.memoryGiB} GiB |`,
+    `| Memory | ${info.memoryGiB} GiB; ${info.guestMemory} |`,
     `| OS / kernel | ${info.os} / ${info.kernel} |`,
     `| Node | ${info.node} |`,
     `| Anchor and upstream | ${info.registry} (Debian docker-registry) |`,

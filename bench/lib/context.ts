@@ -30,6 +30,8 @@ export function shapeLayers(shape: { mib: number[] }, scale = 1): number[] {
 
 export interface Settings {
   quick: boolean;
+  /** Fill the page cache before each scenario (and each shape of scenario 3): see lib/page-cache.ts. */
+  fillPageCache: boolean;
   /** Rounds of the alternating scenarios (1–4). */
   rounds: number;
   s1: { blobBytes: number; clients: number; repeat: number };
@@ -56,6 +58,7 @@ export function settingsFromEnv(): Settings {
   const rounds = envNumber('BENCH_ROUNDS', quick ? 2 : 5);
   return {
     quick,
+    fillPageCache: !/^(0|false|no)$/i.test(process.env.BENCH_FILL_PAGE_CACHE ?? ''),
     rounds,
     s1: {
       blobBytes: envNumber('BENCH_S1_MIB', quick ? 64 : 256) * MIB,
@@ -120,6 +123,8 @@ export interface Ctx {
   settings: Settings;
   shared: () => Promise<Shared>;
   log(msg: string): void;
+  /** Brings free memory back down before a measurement (a no-op with BENCH_FILL_PAGE_CACHE=0). */
+  fillPageCache(): void;
 }
 
 export interface Row {

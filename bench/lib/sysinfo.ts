@@ -1,5 +1,6 @@
 // The machine the numbers were taken on.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { cpus, totalmem, loadavg, release } from 'node:os';
 import { spawnSync } from 'node:child_process';
 
@@ -25,6 +26,8 @@ export interface SysInfo {
   rgw: string;
   loadAtStart: string;
   build: string;
+  /** What the hypervisor does with the guest's free memory (decides what writing to new pages costs). */
+  guestMemory: string;
 }
 
 export function sysInfo(repoRoot: string, mirrorCli: string): SysInfo {
@@ -54,7 +57,50 @@ export function sysInfo(repoRoot: string, mirrorCli: string): SysInfo {
     rgw: firstLine('sh', ['-c', 'command -v radosgw >/dev/null && radosgw --version']).replace(/ \([0-9a-f]{40}\)/, ''),
     loadAtStart: loadavg().map((x) => x.toFixed(2)).join(' '),
     build: buildOf(repoRoot, mirrorCli),
+    guestMemory: guestMemory(),
   };
+}
+
+/**
+ * Free page reporting (virtio-balloon) hands memory the guest has freed back to the host, and
+ * DAMON's pageout evicts what has gone cold; a page touched afresh after either costs a fault on
+ * the host too. On this kind of VM writing 1 GiB of new file data then costs 0.8-2.4 s of system
+ * time instead of 0.2-0.3 s, for every process that writes (bench/RESULTS.md, 2026-12-05 afternoon).
+ */
+function guestMemory(): string {
+  const parts: string[] = [];
+  const balloonDir = '/sys/bus/virtio/drivers/virtio_balloon';
+  for (const dev of readdirSafe(balloonDir).filter((d) => d.startsWith('virtio'))) {
+    const features = readSafe(join(balloonDir, dev, 'features'));
+    // Bit 5 of the feature string: VIRTIO_BALLOON_F_REPORTING.
+    parts.push(`virtio-balloon, free page reporting ${features[5] === '1' ? 'on' : 'off'}`);
+  }
+  const damon = '/sys/kernel/mm/damon/admin/kdamonds';
+  for (const k of readdirSafe(damon).filter((d) => /^\d+$/.test(d))) {
+    if (readSafe(join(damon, k, 'state')).trim() !== 'on') continue;
+    for (const c of readdirSafe(join(damon, k, 'contexts')).filter((d) => /^\d+$/.test(d))) {
+      for (const sc of readdirSafe(join(damon, k, 'contexts', c, 'schemes')).filter((d) => /^\d+$/.test(d))) {
+        parts.push(`DAMON ${readSafe(join(damon, k, 'contexts', c, 'schemes', sc, 'action')).trim() || 'scheme'} on`);
+      }
+    }
+  }
+  return parts.length ? parts.join('; ') : 'no balloon or DAMON seen';
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+function readSafe(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 /** Which sparse-mirror was measured: the commit, and whether src/ had uncommitted changes. */

@@ -29,6 +29,7 @@ export async function coldPull(ctx: Ctx): Promise<ScenarioResult> {
   const results: ShapeResult[] = [];
   for (const [i, shape] of shapes.entries()) {
     ctx.log(`shape ${i + 1}/${shapes.length}: ${shape.name}`);
+    ctx.fillPageCache(); // the shapes before it freed what their pulls wrote
     results.push(await pullShape(ctx, shared, shape, i, smallLayer, rounds, problems));
   }
 

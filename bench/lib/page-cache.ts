@@ -1,0 +1,67 @@
+// The machine's memory brought to the state of a server that has run for a while: the page cache
+// full, little memory free.
+//
+// Why: on a VM with free page reporting (virtio-balloon) memory the guest frees goes back to the
+// host within seconds, and a page touched afresh after that costs a fault on the host as well.
+// Writing 1 GiB of new file data then costs 0.8-2.4 s of system time instead of 0.2-0.3 s (dd,
+// bench/RESULTS.md, 2026-12-05 afternoon), for every process that writes: the client, the anchor
+// and sparse-mirror alike. How much of the guest's free memory had gone back decided scenario 3's
+// figures (a "slow mode": the language image 1.22x direct with ~20 GiB free, 1.13x with the cache
+// full, the same build minutes apart). With the cache full, a write takes a page reclaimed from the
+// cache (still backed by the host) instead. A long-running server's cache is full anyway.
+import { spawnSync } from 'node:child_process';
+import { closeSync, openSync, readFileSync, rmSync, statfsSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+
+const GiB = 1024 ** 3;
+const CHUNK = 4 * 1024 * 1024;
+/** Left free: what the bench's own processes and their allocations take without reclaim. */
+const LEAVE_FREE = 2 * GiB;
+/** Left on the disk the fill file is on. */
+const LEAVE_ON_DISK = 20 * GiB;
+
+export interface PageCacheFill {
+  /** Tops the fill up to all but LEAVE_FREE of free memory; returns what it wrote (bytes). */
+  topUp(): number;
+  /** Removes the fill file. */
+  remove(): void;
+}
+
+/** Free memory now, from /proc/meminfo (0 when it cannot be read). */
+export function memFreeBytes(): number {
+  try {
+    const kb = /^MemFree:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1];
+    return kb ? Number(kb) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * A file in `dir` that grows to take the machine's free memory into the page cache. Its pages are
+ * clean once written back (synced here), so the kernel reclaims them for whoever needs memory.
+ */
+export function pageCacheFill(dir: string, log: (m: string) => void): PageCacheFill {
+  const path = join(dir, 'page-cache-fill');
+  const fd = openSync(path, 'w');
+  const zeros = Buffer.alloc(CHUNK);
+  let size = 0;
+  return {
+    topUp() {
+      const { bavail, bsize } = statfsSync(dir);
+      const want = Math.min(memFreeBytes() - LEAVE_FREE, bavail * bsize - LEAVE_ON_DISK);
+      if (want < CHUNK) return 0;
+      const started = performance.now();
+      let wrote = 0;
+      while (wrote + CHUNK <= want) wrote += writeSync(fd, zeros, 0, CHUNK, size + wrote);
+      size += wrote;
+      spawnSync('sync', [path]); // written back: clean pages the kernel may reclaim at once
+      log(`page cache: ${(wrote / GiB).toFixed(1)} GiB more of the fill file in ${((performance.now() - started) / 1000).toFixed(1)} s; ${(memFreeBytes() / GiB).toFixed(1)} GiB free now`);
+      return wrote;
+    },
+    remove() {
+      closeSync(fd);
+      rmSync(path, { force: true });
+    },
+  };
+}
