@@ -10,8 +10,9 @@
 // full, the same build minutes apart). With the cache full, a write takes a page reclaimed from the
 // cache (still backed by the host) instead. A long-running server's cache is full anyway.
 import { spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, rmSync, statfsSync, writeSync } from 'node:fs';
+import { closeSync, openSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { meminfo } from './sysinfo.js';
 
 const GiB = 1024 ** 3;
 const CHUNK = 4 * 1024 * 1024;
@@ -27,14 +28,9 @@ export interface PageCacheFill {
   remove(): void;
 }
 
-/** Free memory now, from /proc/meminfo (0 when it cannot be read). */
-export function memFreeBytes(): number {
-  try {
-    const kb = /^MemFree:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1];
-    return kb ? Number(kb) * 1024 : 0;
-  } catch {
-    return 0;
-  }
+/** Free memory now (0 when it cannot be read). */
+function memFreeBytes(): number {
+  return meminfo().get('MemFree') ?? 0;
 }
 
 /**

@@ -87,6 +87,15 @@ function guestMemory(): string {
   return parts.length ? parts.join('; ') : 'no balloon or DAMON seen';
 }
 
+/** /proc/meminfo's fields in bytes (empty when it cannot be read). */
+export function meminfo(): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const m of readSafe('/proc/meminfo').matchAll(/^(\w+(?:\(\w+\))?):\s+(\d+)(?: kB)?$/gm)) {
+    out.set(m[1]!, Number(m[2]) * (m[0].endsWith('kB') ? 1024 : 1));
+  }
+  return out;
+}
+
 function readdirSafe(dir: string): string[] {
   try {
     return readdirSync(dir);

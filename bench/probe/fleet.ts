@@ -17,6 +17,7 @@ import { startSparseMirror } from '../lib/mirror.js';
 import { createWan, wanUnavailable } from '../lib/netns.js';
 import { pidCpuSeconds, removeAllTemp, removeDir, run, stopAll, tempDir } from '../lib/procs.js';
 import { startDistribution } from '../lib/registry.js';
+import { meminfo } from '../lib/sysinfo.js';
 import { median } from '../lib/stats.js';
 
 type Kind = 'skopeo-disk' | 'skopeo-shm' | 'curl';
@@ -71,9 +72,8 @@ async function timeline(label: string, dirs: string, pid: number, sent: () => nu
 
 /** Dirty and under-writeback page cache from /proc/meminfo, in MB. */
 function dirtyMb(): { dirty: number; writeback: number } {
-  const m = readFileSync('/proc/meminfo', 'utf8');
-  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(m)?.[1] ?? 0);
-  return { dirty: kb('Dirty') / 1024, writeback: kb('Writeback') / 1024 };
+  const m = meminfo();
+  return { dirty: (m.get('Dirty') ?? 0) / 2 ** 20, writeback: (m.get('Writeback') ?? 0) / 2 ** 20 };
 }
 
 /** Kernel stacks of blocked threads (the mirror's; with SAMPLE_STACKS, everyone's), printed after the fleet. */
