@@ -84,7 +84,7 @@ async function main(): Promise<number> {
   const ctx: Ctx = {
     settings,
     log,
-    fillPageCache: () => void fill?.topUp(),
+    fillPageCache: () => fill?.topUp(),
     shared: () =>
       (shared ??= (async () => {
         const upstream = await startDistribution('upstream');

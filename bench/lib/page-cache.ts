@@ -22,8 +22,8 @@ const LEAVE_FREE = 2 * GiB;
 const LEAVE_ON_DISK = 20 * GiB;
 
 export interface PageCacheFill {
-  /** Tops the fill up to all but LEAVE_FREE of free memory; returns what it wrote (bytes). */
-  topUp(): number;
+  /** Tops the fill up to all but LEAVE_FREE of free memory. */
+  topUp(): void;
   /** Removes the fill file. */
   remove(): void;
 }
@@ -46,14 +46,13 @@ export function pageCacheFill(dir: string, log: (m: string) => void): PageCacheF
     topUp() {
       const { bavail, bsize } = statfsSync(dir);
       const want = Math.min(memFreeBytes() - LEAVE_FREE, bavail * bsize - LEAVE_ON_DISK);
-      if (want < CHUNK) return 0;
+      if (want < CHUNK) return;
       const started = performance.now();
       let wrote = 0;
       while (wrote + CHUNK <= want) wrote += writeSync(fd, zeros, 0, CHUNK, size + wrote);
       size += wrote;
       spawnSync('sync', [path]); // written back: clean pages the kernel may reclaim at once
       log(`page cache: ${(wrote / GiB).toFixed(1)} GiB more of the fill file in ${((performance.now() - started) / 1000).toFixed(1)} s; ${(memFreeBytes() / GiB).toFixed(1)} GiB free now`);
-      return wrote;
     },
     remove() {
       closeSync(fd);

@@ -31,12 +31,7 @@ export interface SysInfo {
 }
 
 export function sysInfo(repoRoot: string, mirrorCli: string): SysInfo {
-  let osName = '';
-  try {
-    osName = /^PRETTY_NAME="?([^"\n]*)/m.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? '';
-  } catch {
-    // not Linux
-  }
+  const osName = /^PRETTY_NAME="?([^"\n]*)/m.exec(readSafe('/etc/os-release'))?.[1] ?? ''; // empty: not Linux
   const lscpu = spawnSync('lscpu', [], { encoding: 'utf8' }).stdout ?? '';
   const model = /^Model name:\s*(.+)$/m.exec(lscpu)?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown';
   const flags = /^Flags:\s*(.+)$/m.exec(lscpu)?.[1] ?? '';
