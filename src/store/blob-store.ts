@@ -178,6 +178,14 @@ const LARGE_WRITE_BUFFER = 2 * 1024 * 1024;
 const LARGE_BUFFERS = 8;
 const freeLargeBuffers: Buffer[] = [];
 let largeBuffersTaken = 0;
+/**
+ * Full-size small buffers kept for the next writers, up to this many. A new one is memory the
+ * process has not touched yet: its first fill page-faults (on a VM whose freed memory goes back
+ * to the host, a fault there too), for every blob of a cold pull; and it waits for a collection
+ * to be freed.
+ */
+const KEPT_SMALL_BUFFERS = 16;
+const freeSmallBuffers: Buffer[] = [];
 
 /**
  * One blob being written: hashed as it goes, committed by an atomic rename only if it verifies.
@@ -264,9 +272,14 @@ export class BlobWriter {
     const b =
       this.bufferSize === LARGE_WRITE_BUFFER
         ? (freeLargeBuffers.pop() ?? Buffer.allocUnsafeSlow(LARGE_WRITE_BUFFER))
-        : Buffer.allocUnsafeSlow(Math.max(1, Math.min(WRITE_BUFFER, this.expectedSize ?? WRITE_BUFFER)));
+        : this.smallBuffer();
     this.buffers.push(b);
     return b;
+  }
+
+  private smallBuffer(): Buffer {
+    const size = Math.max(1, Math.min(WRITE_BUFFER, this.expectedSize ?? WRITE_BUFFER));
+    return (size === WRITE_BUFFER && freeSmallBuffers.pop()) || Buffer.allocUnsafeSlow(size);
   }
 
   /**
@@ -278,6 +291,7 @@ export class BlobWriter {
     const other = this.buffers.find((b) => b !== writing);
     if (!other || this.bufferSize !== LARGE_WRITE_BUFFER || other.length === LARGE_WRITE_BUFFER) return other;
     this.buffers.splice(this.buffers.indexOf(other), 1);
+    if (other.length === WRITE_BUFFER && freeSmallBuffers.length < KEPT_SMALL_BUFFERS) freeSmallBuffers.push(other);
     return undefined;
   }
 
@@ -289,11 +303,14 @@ export class BlobWriter {
     this.bufferSize = LARGE_WRITE_BUFFER;
   }
 
-  /** Hands the large buffers back for the next fast writer. Only once no write is running. */
+  /** Hands the buffers back for the next writers. Only once no write is running. */
   private releaseBuffers(): void {
     if (this.bufferSize === LARGE_WRITE_BUFFER) {
       freeLargeBuffers.push(...this.buffers.filter((b) => b.length === LARGE_WRITE_BUFFER));
       largeBuffersTaken -= 2;
+    }
+    for (const b of this.buffers) {
+      if (b.length === WRITE_BUFFER && freeSmallBuffers.length < KEPT_SMALL_BUFFERS) freeSmallBuffers.push(b);
     }
     this.bufferSize = WRITE_BUFFER;
     this.buffers.length = 0;
