@@ -16,6 +16,7 @@ import { pageCacheFill } from './lib/page-cache.js';
 import { onCleanup, removeAllTemp, run, stopAll, tempDir, which } from './lib/procs.js';
 import { startDistribution } from './lib/registry.js';
 import { sysInfo, type SysInfo } from './lib/sysinfo.js';
+import { mib } from './lib/stats.js';
 import { blobThroughput } from './scenarios/s1-blob-throughput.js';
 import { manifestResolution } from './scenarios/s2-manifests.js';
 import { coldPull } from './scenarios/s3-cold-pull.js';
@@ -78,7 +79,7 @@ async function main(): Promise<number> {
   log(`${settings.quick ? 'quick' : 'full'} run; scenarios ${selected.map((s) => s.id).join(', ')}; mirror ${relative(REPO_ROOT, MIRROR_CLI)}`);
   log(`machine: ${info.cpu}, ${info.cores} cores, ${info.memoryGiB} GiB, ${info.node}, load ${info.loadAtStart}`);
 
-  const fill = settings.fillPageCache ? pageCacheFill(tempDir('page-cache'), log) : undefined;
+  const fill = settings.fillPageCache ? pageCacheFill(tempDir('page-cache'), settings.fillLeaveFree, log) : undefined;
   if (fill) onCleanup(() => fill.remove());
   let shared: Promise<Shared> | undefined;
   const ctx: Ctx = {
@@ -144,7 +145,7 @@ async function render(results: ScenarioResult[], info: SysInfo, settings: Return
     'its own process, default log level) in front of it, nginx for scenario 1, Ceph RGW and three replicas for scenario 9, and the clients. Ratios are sparse-mirror ÷ baseline',
     '(for times, lower is better; for rates, higher is better). Medians over the rounds.',
     settings.fillPageCache
-      ? 'Before each scenario, and each shape of scenario 3, a file fills the page cache to all but 2 GiB of free memory, as on a server that has run a while (`bench/lib/page-cache.ts`: on a VM whose freed memory goes back to the host, a write to freshly touched memory costs several times more, for every process; `BENCH_FILL_PAGE_CACHE=0` leaves free memory free).'
+      ? `Before each scenario, and each round of scenario 3, a file fills the page cache to all but ${mib(settings.fillLeaveFree)} of free memory, as on a server that has run a while (\`bench/lib/page-cache.ts\`: on a VM whose freed memory goes back to the host, a write to freshly touched memory costs several times more, for every process; \`BENCH_FILL_PAGE_CACHE=0\` leaves free memory free, \`BENCH_FILL_LEAVE_FREE_MIB\` sets what is left).`
       : 'Free memory was left free (`BENCH_FILL_PAGE_CACHE=0`): on a VM whose freed memory goes back to the host, writes cost more the more of it the machine had freed before (`bench/lib/page-cache.ts`).',
     '',
     '## Machine',

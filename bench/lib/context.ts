@@ -30,8 +30,10 @@ export function shapeLayers(shape: { mib: number[] }, scale = 1): number[] {
 
 export interface Settings {
   quick: boolean;
-  /** Fill the page cache before each scenario (and each shape of scenario 3): see lib/page-cache.ts. */
+  /** Fill the page cache before each scenario (and each round of scenario 3): see lib/page-cache.ts. */
   fillPageCache: boolean;
+  /** Bytes of memory the fill leaves free (BENCH_FILL_LEAVE_FREE_MIB). */
+  fillLeaveFree: number;
   /** Rounds of the alternating scenarios (1–4). */
   rounds: number;
   s1: { blobBytes: number; clients: number; repeat: number };
@@ -59,6 +61,7 @@ export function settingsFromEnv(): Settings {
   return {
     quick,
     fillPageCache: !/^(0|false|no)$/i.test(process.env.BENCH_FILL_PAGE_CACHE ?? ''),
+    fillLeaveFree: envNumber('BENCH_FILL_LEAVE_FREE_MIB', 512) * MIB,
     rounds,
     s1: {
       blobBytes: envNumber('BENCH_S1_MIB', quick ? 64 : 256) * MIB,

@@ -16,13 +16,13 @@ import { meminfo } from './sysinfo.js';
 
 const GiB = 1024 ** 3;
 const CHUNK = 4 * 1024 * 1024;
-/** Left free: what the bench's own processes and their allocations take without reclaim. */
-const LEAVE_FREE = 2 * GiB;
 /** Left on the disk the fill file is on. */
 const LEAVE_ON_DISK = 20 * GiB;
+/** Tops up smaller than this are not logged (scenario 3 tops up before every round). */
+const LOG_FROM = GiB;
 
 export interface PageCacheFill {
-  /** Tops the fill up to all but LEAVE_FREE of free memory. */
+  /** Tops the fill up to all but `leaveFree` bytes of free memory. */
   topUp(): void;
   /** Removes the fill file. */
   remove(): void;
@@ -37,22 +37,35 @@ function memFreeBytes(): number {
  * A file in `dir` that grows to take the machine's free memory into the page cache. Its pages are
  * clean once written back (synced here), so the kernel reclaims them for whoever needs memory.
  */
-export function pageCacheFill(dir: string, log: (m: string) => void): PageCacheFill {
+export function pageCacheFill(dir: string, leaveFree: number, log: (m: string) => void): PageCacheFill {
   const path = join(dir, 'page-cache-fill');
   const fd = openSync(path, 'w');
   const zeros = Buffer.alloc(CHUNK);
+  // The file never grows past the machine's memory: the kernel (and DAMON, where it runs) drops
+  // its oldest pages as others need memory, and a top-up writes those offsets again.
+  const wrapAt = Math.max(CHUNK, Math.floor((meminfo().get('MemTotal') ?? GiB) / CHUNK) * CHUNK);
   let size = 0;
+  let at = 0;
   return {
     topUp() {
       const { bavail, bsize } = statfsSync(dir);
-      const want = Math.min(memFreeBytes() - LEAVE_FREE, bavail * bsize - LEAVE_ON_DISK);
-      if (want < CHUNK) return;
+      // Past its end the file takes disk space: it grows only while LEAVE_ON_DISK stays free.
+      const end = Math.min(wrapAt, size + Math.max(0, Math.floor((bavail * bsize - LEAVE_ON_DISK) / CHUNK) * CHUNK));
+      const want = memFreeBytes() - leaveFree;
+      if (want < CHUNK || end < CHUNK) return;
       const started = performance.now();
       let wrote = 0;
-      while (wrote + CHUNK <= want) wrote += writeSync(fd, zeros, 0, CHUNK, size + wrote);
-      size += wrote;
+      while (wrote + CHUNK <= want) {
+        if (at + CHUNK > end) at = 0;
+        const n = writeSync(fd, zeros, 0, CHUNK, at);
+        wrote += n;
+        at += n;
+        size = Math.max(size, at);
+      }
       spawnSync('sync', [path]); // written back: clean pages the kernel may reclaim at once
-      log(`page cache: ${(wrote / GiB).toFixed(1)} GiB more of the fill file in ${((performance.now() - started) / 1000).toFixed(1)} s; ${(memFreeBytes() / GiB).toFixed(1)} GiB free now`);
+      if (wrote >= LOG_FROM) {
+        log(`page cache: ${(wrote / GiB).toFixed(1)} GiB more of the fill file in ${((performance.now() - started) / 1000).toFixed(1)} s; ${(memFreeBytes() / GiB).toFixed(1)} GiB free now`);
+      }
     },
     remove() {
       closeSync(fd);

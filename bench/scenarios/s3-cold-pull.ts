@@ -29,7 +29,6 @@ export async function coldPull(ctx: Ctx): Promise<ScenarioResult> {
   const results: ShapeResult[] = [];
   for (const [i, shape] of shapes.entries()) {
     ctx.log(`shape ${i + 1}/${shapes.length}: ${shape.name}`);
-    ctx.fillPageCache(); // the shapes before it freed what their pulls wrote
     results.push(await pullShape(ctx, shared, shape, i, smallLayer, rounds, problems));
   }
 
@@ -81,6 +80,9 @@ async function pullShape(ctx: Ctx, shared: Shared, shape: ImageShape, shapeIndex
     result.byRound.push(round);
     const amd64 = images[r]!.children.find((c) => c.platform === 'linux/amd64')!;
     const delivered = amd64.layers.reduce((a, l) => a + l.size, 0);
+    // The rounds before freed what their pulls wrote (and DAMON, where it runs, frees cold pages):
+    // filled again, so that no round's writes land on memory the VM has handed back (page-cache.ts).
+    ctx.fillPageCache();
     await warmUpstreamImage(`docker://${upstream.host}/${images[r]!.repo}:v1`, { os: 'linux', arch: 'amd64' });
     for (const who of permutation(['direct', 'anchor', 'sparse'] as const, r)) {
       const dest = join(work, `${who}-${r}`);
