@@ -80,12 +80,13 @@ async function pullShape(ctx: Ctx, shared: Shared, shape: ImageShape, shapeIndex
     result.byRound.push(round);
     const amd64 = images[r]!.children.find((c) => c.platform === 'linux/amd64')!;
     const delivered = amd64.layers.reduce((a, l) => a + l.size, 0);
-    // The rounds before freed what their pulls wrote (and DAMON, where it runs, frees cold pages):
-    // filled again, so that no round's writes land on memory the VM has handed back (page-cache.ts).
-    ctx.fillPageCache();
     await warmUpstreamImage(`docker://${upstream.host}/${images[r]!.repo}:v1`, { os: 'linux', arch: 'amd64' });
     for (const who of permutation(['direct', 'anchor', 'sparse'] as const, r)) {
       const dest = join(work, `${who}-${r}`);
+      // The pulls before freed what they wrote, and their clients' memory (and DAMON, where it
+      // runs, frees cold pages): filled again, so that no pull's writes land on memory the VM has
+      // handed back since (lib/page-cache.ts).
+      ctx.fillPageCache();
       try {
         const cpu0 = who === 'direct' ? 0 : await groupCpuSeconds(pids[who]);
         const res = await skopeoCopy(`docker://${hosts[who]}/${images[r]!.repo}:v1`, `dir:${dest}`, { os: 'linux', arch: 'amd64' });
