@@ -22,6 +22,11 @@ export interface BlobPolicy {
 
 /** Read-ahead downloads running at once, across all clients. */
 const MAX_READ_AHEADS = 2;
+/**
+ * A blob up to this size (an image's config, a tiny layer) is in before a second download would
+ * slow it: what follows it is read ahead at once, beside it, not after it has arrived.
+ */
+const READ_AHEAD_BESIDE = 64 * 1024;
 
 export interface BlobRequest {
   wantBody: boolean;
@@ -125,7 +130,7 @@ export class BlobService {
     const running = this.downloads.get(digest.value);
     // A download that just failed is on its way out of the map: start afresh instead.
     if (running && running.state !== 'failed') {
-      this.readAhead(route, digest.value, opts, running.arrived);
+      this.readAhead(route, digest.value, opts, readAheadAfter(running, reference?.size));
       return this.followDownload(running, opts);
     }
 
@@ -148,13 +153,12 @@ export class BlobService {
       }
     }
     const download = this.startDownload(route, client, digest, reference?.size, opts.fromPeer);
-    this.readAhead(route, digest.value, opts, download.arrived);
+    this.readAhead(route, digest.value, opts, readAheadAfter(download, reference?.size));
     return this.followDownload(download, opts);
   }
 
   /**
-   * Once `after` settles with the blob's bytes in and verified (its flush and rename need no
-   * upstream, and a busy disk can make them slow), starts fetching the next blob the client's image
+   * Once `after` settles (see readAheadAfter()), starts fetching the next blob the client's image
    * lacks: the one after it in the manifest, else the first before it. A client that pulls blobs
    * one at a time (skopeo, podman, Docker with one download at a time) then finds the next under
    * way or stored when it asks, instead of waiting for a cold fetch that also competes with it for
@@ -239,4 +243,14 @@ function regionsOf(body: Readable, start: number, length: number): BlobResult['r
     };
   }
   return (body as FollowStream).regions;
+}
+
+/**
+ * When a blob's request may read the next one ahead: once its bytes are in and verified (its
+ * flush and rename need no upstream, and a busy disk can make them slow), so that the two do not
+ * share the link; at once for a small blob, which a second download barely slows, so that the
+ * next one (the first layer, after the config) starts a round trip earlier.
+ */
+function readAheadAfter(download: BlobDownload, size: number | undefined): Promise<unknown> {
+  return size !== undefined && size <= READ_AHEAD_BESIDE ? Promise.resolve() : download.arrived;
 }

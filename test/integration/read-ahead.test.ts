@@ -1,7 +1,8 @@
 // Read-ahead against a real upstream behind a counting proxy: once the blob a client asked for is
 // stored, the mirror fetches the next blob of that image it lacks (one ahead, in manifest order,
-// then round to the config), never for a manifest alone or a HEAD, never anything of a platform
-// it does not carry, and not at all with `blobs.readAhead: false`. skopeo pulls through it.
+// then round to the config; beside a small blob, after a larger one has arrived), never for a
+// manifest alone or a HEAD, never anything of a platform it does not carry, and not at all with
+// `blobs.readAhead: false`. skopeo pulls through it.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -137,6 +138,40 @@ describe('read-ahead', () => {
       for (const d of [c.digest, c.configDigest, ...c.layers.map((l) => l.digest)]) expect(proxy.count('*', d), d).toBe(0);
     }
     expect(m.logs.some((l) => l.includes('"reading ahead"'))).toBe(true);
+  });
+
+  it('reads the next blob ahead beside a small one (a config, a tiny layer), not after it; a larger one waits (above)', async () => {
+    // 16 KiB layers at 16 KiB/s: each takes a second to arrive.
+    const tiny = await pushMultiPlatformImage(registry.url, 'library/ahead-tiny', '1.0', {
+      format: 'oci',
+      platforms: ['linux/amd64'],
+      layersPerImage: 2,
+      layerSize: 16 * 1024,
+      rawLayers: true,
+    });
+    const slow = await startCountingProxy(registry.url, { bytesPerSecond: 16 * 1024 });
+    try {
+      const m = await freshMirror({ upstreams: [{ url: slow.url }] });
+      const child = tiny.children[0]!;
+      for (const ref of [tiny.tag, child.digest]) {
+        const res = await fetch(`${m.url}/v2/${tiny.repo}/manifests/${ref}`, { headers: { accept: MANIFEST_ACCEPT } });
+        expect(res.status).toBe(200);
+        await res.arrayBuffer();
+      }
+      const [l0, l1] = child.layers.map((l) => l.digest) as [string, string];
+      let arrived = false;
+      const body = fetch(`${m.url}/v2/${tiny.repo}/blobs/${l0}`)
+        .then((r) => r.arrayBuffer())
+        .then((b) => ((arrived = true), Buffer.from(b)));
+      await vi.waitFor(() => expect(slow.count('GET', `/blobs/${l1}`)).toBe(1), { interval: 5, timeout: 900 });
+      expect(arrived).toBe(false); // l0 was still arriving when l1 was asked for
+      expect(sha256(await body)).toBe(l0);
+      await settled(m);
+      expect([stored(m, l0), stored(m, l1)]).toEqual([true, true]);
+      expect(slow.count('GET', '/blobs/')).toBe(2);
+    } finally {
+      await slow.stop();
+    }
   });
 
   it('reads nothing ahead once shutdown has begun: the download under way is stored, nothing new is fetched', async () => {
