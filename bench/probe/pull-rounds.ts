@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { skopeoCopy, warmUpstreamImage } from '../lib/clients.js';
 import { pushSevenPlatformIndex } from '../lib/images.js';
 import type { Distribution } from '../lib/registry.js';
+import { pageCacheFill } from '../lib/page-cache.js';
 import { groupCpuSeconds, removeDir, tempDir } from '../lib/procs.js';
 import { median } from '../lib/stats.js';
 
@@ -27,6 +28,8 @@ export async function pullRounds(upstream: Distribution, proxies: Proxy[], layer
   const ratios = new Map(proxies.map((p) => [p.name, [] as number[]]));
   const cpus = new Map(proxies.map((p) => [p.name, [] as number[]]));
   const direct: Proxy = { name: 'direct', host: upstream.host };
+  // PROBE_FILL=1: the page cache topped up before each pull, as scenario 3 does (lib/page-cache.ts).
+  const fill = process.env.PROBE_FILL === '1' ? pageCacheFill(tempDir('page-cache'), 512 * 1024 * 1024, console.log) : undefined;
   try {
     for (let r = 0; r < rounds; r++) {
       const img = await pushSevenPlatformIndex(upstream.url, `probe/${label}-${r}`, 'v1', { bigPlatform: 'linux/amd64', bigLayers: layers, smallLayer: 256 * 1024 });
@@ -35,6 +38,7 @@ export async function pullRounds(upstream: Distribution, proxies: Proxy[], layer
       const ms = new Map<string, number>();
       const order = [direct, ...proxies];
       for (const p of [...order.slice(r % order.length), ...order.slice(0, r % order.length)]) {
+        fill?.topUp();
         const cpu0 = p.pid ? await groupCpuSeconds(p.pid) : 0;
         const dest = join(work, `${p.name}-${r}`);
         ms.set(p.name, (await skopeoCopy(`docker://${p.host}/${img.repo}:v1`, `dir:${dest}`, { os: 'linux', arch: 'amd64' })).ms);
@@ -48,6 +52,7 @@ export async function pullRounds(upstream: Distribution, proxies: Proxy[], layer
     const cpu = (name: string) => (cpus.get(name)!.length ? ` (cpu ${median(cpus.get(name)!).toFixed(0)} ms)` : '');
     console.log(`${label} median ÷ direct: ${proxies.map((p) => `${p.name} ${median(ratios.get(p.name)!).toFixed(2)}${cpu(p.name)}`).join(', ')}`);
   } finally {
+    fill?.remove();
     removeDir(work);
   }
 }

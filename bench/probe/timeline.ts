@@ -4,7 +4,9 @@
 // registry's own log tell it, then the CPU each server spent on that pull, thread by thread, and
 // how long skopeo ran and how long it waited, runnable, for a CPU (sampled; slightly low).
 //   SHAPE=3 ROUNDS=2 node dist-bench/bench/probe/timeline.js
-// EXTRA='{"blobs":{"readAhead":false}}' passes config keys to the mirror.
+// EXTRA='{"blobs":{"readAhead":false}}' passes config keys to the mirror. FILL=1 tops the page
+// cache up before each pull, as the bench does (lib/page-cache.ts); IDLE_MS waits that long before
+// each pull (the bench's pulls follow seconds of quiet: the settling of the one before, the fill).
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { skopeoCopy } from '../lib/clients.js';
@@ -12,7 +14,8 @@ import { SHAPES, shapeLayers } from '../lib/context.js';
 import { pushSevenPlatformIndex } from '../lib/images.js';
 import { logMark, logSince, startDistribution } from '../lib/registry.js';
 import { startSparseMirror } from '../lib/mirror.js';
-import { removeAllTemp, removeDir, stopAll, tempDir } from '../lib/procs.js';
+import { pageCacheFill } from '../lib/page-cache.js';
+import { onCleanup, removeAllTemp, removeDir, stopAll, tempDir } from '../lib/procs.js';
 
 type ThreadCpu = Map<string, number>;
 
@@ -81,6 +84,8 @@ const short = (path: string) => (path.includes('sha256:') ? `…${path.slice(pat
 
 const shape = SHAPES[Number(process.env.SHAPE ?? 3) - 1]!;
 const upstream = await startDistribution('upstream');
+const fill = process.env.FILL === '1' ? pageCacheFill(tempDir('page-cache'), 512 * 1024 * 1024, console.log) : undefined;
+if (fill) onCleanup(() => fill.remove());
 const mirror = await startSparseMirror('timeline', { upstream: upstream.url, extra: JSON.parse(process.env.EXTRA ?? '{}') });
 try {
   // the mirror's code paths once, so that no measured pull pays for the JIT
@@ -92,6 +97,8 @@ try {
   for (let r = 0; r < Number(process.env.ROUNDS ?? 2); r++) {
     const img = await pushSevenPlatformIndex(upstream.url, `probe/timeline-${r}`, 'v1', { bigPlatform: 'linux/amd64', bigLayers: shapeLayers(shape), smallLayer: 256 * 1024 });
     for (const [name, host, pid] of [['direct', upstream.host, upstream.proc.pid], ['sparse-mirror', mirror.host, mirror.proc.pid]] as const) {
+      fill?.topUp();
+      await new Promise((res) => setTimeout(res, Number(process.env.IDLE_MS ?? 0)));
       const marks = { registry: await logMark(upstream.logFile), mirror: await logMark(mirror.logFile) };
       const dest = tempDir('pull');
       const cpu0 = threadCpu(pid!);
