@@ -145,7 +145,7 @@ async function render(results: ScenarioResult[], info: SysInfo, settings: Return
     'its own process, default log level) in front of it, nginx for scenario 1, Ceph RGW and three replicas for scenario 9, and the clients. Ratios are sparse-mirror ÷ baseline',
     '(for times, lower is better; for rates, higher is better). Medians over the rounds.',
     settings.fillPageCache
-      ? `Before each scenario, and each round of scenario 3, a file fills the page cache to all but ${mib(settings.fillLeaveFree)} of free memory, as on a server that has run a while (\`bench/lib/page-cache.ts\`: on a VM whose freed memory goes back to the host, a write to freshly touched memory costs several times more, for every process; \`BENCH_FILL_PAGE_CACHE=0\` leaves free memory free, \`BENCH_FILL_LEAVE_FREE_MIB\` sets what is left).`
+      ? `Before each scenario, and before every pull of scenario 3, a file fills the page cache to all but ${mib(settings.fillLeaveFree)} of free memory, as on a server that has run a while (\`bench/lib/page-cache.ts\`: on a VM whose freed memory goes back to the host, a write to freshly touched memory costs several times more, for every process; \`BENCH_FILL_PAGE_CACHE=0\` leaves free memory free, \`BENCH_FILL_LEAVE_FREE_MIB\` sets what is left).`
       : 'Free memory was left free (`BENCH_FILL_PAGE_CACHE=0`): on a VM whose freed memory goes back to the host, writes cost more the more of it the machine had freed before (`bench/lib/page-cache.ts`).',
     '',
     '## Machine',

@@ -30,7 +30,7 @@ export function shapeLayers(shape: { mib: number[] }, scale = 1): number[] {
 
 export interface Settings {
   quick: boolean;
-  /** Fill the page cache before each scenario (and each round of scenario 3): see lib/page-cache.ts. */
+  /** Fill the page cache before each scenario (and every pull of scenario 3): see lib/page-cache.ts. */
   fillPageCache: boolean;
   /** Bytes of memory the fill leaves free (BENCH_FILL_LEAVE_FREE_MIB). */
   fillLeaveFree: number;
