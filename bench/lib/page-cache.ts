@@ -10,7 +10,7 @@
 // full, the same build minutes apart). With the cache full, a write takes a page reclaimed from the
 // cache (still backed by the host) instead. A long-running server's cache is full anyway.
 import { spawnSync } from 'node:child_process';
-import { closeSync, openSync, rmSync, statfsSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { meminfo } from './sysinfo.js';
 
@@ -48,7 +48,16 @@ export function pageCacheFill(dir: string, leaveFree: number, log: (m: string) =
   let at = 0;
   return {
     topUp() {
-      const { bavail, bsize } = statfsSync(dir);
+      let { bavail, bsize } = statfsSync(dir);
+      // The scenarios before have taken the disk: the fill gives way, so that none runs out of it.
+      const short = LEAVE_ON_DISK - bavail * bsize;
+      if (short > 0 && size > 0) {
+        size = Math.max(0, size - Math.ceil(short / CHUNK) * CHUNK);
+        ftruncateSync(fd, size);
+        at = Math.min(at, size);
+        ({ bavail, bsize } = statfsSync(dir));
+        log(`page cache: the fill file shrank to ${(size / GiB).toFixed(1)} GiB, leaving ${((bavail * bsize) / GiB).toFixed(1)} GiB on the disk`);
+      }
       // Past its end the file takes disk space: it grows only while LEAVE_ON_DISK stays free.
       const end = Math.min(wrapAt, size + Math.max(0, Math.floor((bavail * bsize - LEAVE_ON_DISK) / CHUNK) * CHUNK));
       const want = memFreeBytes() - leaveFree;
