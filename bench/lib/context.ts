@@ -1,4 +1,5 @@
 // What every scenario gets: the settings, the shared servers, and where to report.
+import { DEFAULT_LEAVE_FREE } from './page-cache.js';
 import type { Distribution } from './registry.js';
 import type { SparseMirror } from './mirror.js';
 
@@ -61,7 +62,7 @@ export function settingsFromEnv(): Settings {
   return {
     quick,
     fillPageCache: !/^(0|false|no)$/i.test(process.env.BENCH_FILL_PAGE_CACHE ?? ''),
-    fillLeaveFree: envNumber('BENCH_FILL_LEAVE_FREE_MIB', 512) * MIB,
+    fillLeaveFree: envNumber('BENCH_FILL_LEAVE_FREE_MIB', DEFAULT_LEAVE_FREE / MIB) * MIB,
     rounds,
     s1: {
       blobBytes: envNumber('BENCH_S1_MIB', quick ? 64 : 256) * MIB,

@@ -18,8 +18,10 @@ const GiB = 1024 ** 3;
 const CHUNK = 4 * 1024 * 1024;
 /** Left on the disk the fill file is on. */
 const LEAVE_ON_DISK = 20 * GiB;
-/** Tops up smaller than this are not logged (scenario 3 tops up before every round). */
+/** Tops up smaller than this are not logged (scenario 3 tops up before every pull). */
 const LOG_FROM = GiB;
+/** What the fill leaves free unless told otherwise (BENCH_FILL_LEAVE_FREE_MIB). */
+export const DEFAULT_LEAVE_FREE = 512 * 1024 * 1024;
 
 export interface PageCacheFill {
   /** Tops the fill up to all but `leaveFree` bytes of free memory. */

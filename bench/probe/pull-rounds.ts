@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { skopeoCopy, warmUpstreamImage } from '../lib/clients.js';
 import { pushSevenPlatformIndex } from '../lib/images.js';
 import type { Distribution } from '../lib/registry.js';
-import { pageCacheFill } from '../lib/page-cache.js';
+import { DEFAULT_LEAVE_FREE, pageCacheFill } from '../lib/page-cache.js';
 import { groupCpuSeconds, removeDir, tempDir } from '../lib/procs.js';
 import { median } from '../lib/stats.js';
 
@@ -29,7 +29,7 @@ export async function pullRounds(upstream: Distribution, proxies: Proxy[], layer
   const cpus = new Map(proxies.map((p) => [p.name, [] as number[]]));
   const direct: Proxy = { name: 'direct', host: upstream.host };
   // PROBE_FILL=1: the page cache topped up before each pull, as scenario 3 does (lib/page-cache.ts).
-  const fill = process.env.PROBE_FILL === '1' ? pageCacheFill(tempDir('page-cache'), 512 * 1024 * 1024, console.log) : undefined;
+  const fill = process.env.PROBE_FILL === '1' ? pageCacheFill(tempDir('page-cache'), DEFAULT_LEAVE_FREE, console.log) : undefined;
   try {
     for (let r = 0; r < rounds; r++) {
       const img = await pushSevenPlatformIndex(upstream.url, `probe/${label}-${r}`, 'v1', { bigPlatform: 'linux/amd64', bigLayers: layers, smallLayer: 256 * 1024 });

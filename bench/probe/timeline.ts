@@ -14,7 +14,7 @@ import { SHAPES, shapeLayers } from '../lib/context.js';
 import { pushSevenPlatformIndex } from '../lib/images.js';
 import { logMark, logSince, startDistribution } from '../lib/registry.js';
 import { startSparseMirror } from '../lib/mirror.js';
-import { pageCacheFill } from '../lib/page-cache.js';
+import { DEFAULT_LEAVE_FREE, pageCacheFill } from '../lib/page-cache.js';
 import { onCleanup, removeAllTemp, removeDir, stopAll, tempDir } from '../lib/procs.js';
 
 type ThreadCpu = Map<string, number>;
@@ -84,7 +84,7 @@ const short = (path: string) => (path.includes('sha256:') ? `…${path.slice(pat
 
 const shape = SHAPES[Number(process.env.SHAPE ?? 3) - 1]!;
 const upstream = await startDistribution('upstream');
-const fill = process.env.FILL === '1' ? pageCacheFill(tempDir('page-cache'), 512 * 1024 * 1024, console.log) : undefined;
+const fill = process.env.FILL === '1' ? pageCacheFill(tempDir('page-cache'), DEFAULT_LEAVE_FREE, console.log) : undefined;
 if (fill) onCleanup(() => fill.remove());
 const mirror = await startSparseMirror('timeline', { upstream: upstream.url, extra: JSON.parse(process.env.EXTRA ?? '{}') });
 try {

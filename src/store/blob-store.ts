@@ -187,6 +187,11 @@ let largeBuffersTaken = 0;
 const KEPT_SMALL_BUFFERS = 16;
 const freeSmallBuffers: Buffer[] = [];
 
+/** Keeps a writer's full-size small buffer for the next writer, while there is room. */
+function keepSmallBuffer(b: Buffer): void {
+  if (b.length === WRITE_BUFFER && freeSmallBuffers.length < KEPT_SMALL_BUFFERS) freeSmallBuffers.push(b);
+}
+
 /**
  * One blob being written: hashed as it goes, committed by an atomic rename only if it verifies.
  * Chunks are copied into two buffers of the writer's own: while one is being written to the temp
@@ -291,7 +296,7 @@ export class BlobWriter {
     const other = this.buffers.find((b) => b !== writing);
     if (!other || this.bufferSize !== LARGE_WRITE_BUFFER || other.length === LARGE_WRITE_BUFFER) return other;
     this.buffers.splice(this.buffers.indexOf(other), 1);
-    if (other.length === WRITE_BUFFER && freeSmallBuffers.length < KEPT_SMALL_BUFFERS) freeSmallBuffers.push(other);
+    keepSmallBuffer(other);
     return undefined;
   }
 
@@ -309,9 +314,7 @@ export class BlobWriter {
       freeLargeBuffers.push(...this.buffers.filter((b) => b.length === LARGE_WRITE_BUFFER));
       largeBuffersTaken -= 2;
     }
-    for (const b of this.buffers) {
-      if (b.length === WRITE_BUFFER && freeSmallBuffers.length < KEPT_SMALL_BUFFERS) freeSmallBuffers.push(b);
-    }
+    this.buffers.forEach(keepSmallBuffer);
     this.bufferSize = WRITE_BUFFER;
     this.buffers.length = 0;
     this.fill = undefined;
