@@ -52,14 +52,16 @@ async function freshMirror(config: Partial<MirrorConfigInput> = {}): Promise<Tes
   return m;
 }
 
-/** The index and the amd64 manifest, as a client resolving the image fetches them. */
-async function resolveAmd64(m: TestMirror): Promise<void> {
-  for (const ref of [image.tag, amd64.digest]) {
-    const res = await fetch(`${m.url}/v2/${image.repo}/manifests/${ref}`, { headers: { accept: MANIFEST_ACCEPT } });
+/** The index and one child's manifest, as a client resolving the image fetches them. */
+async function resolveChild(m: TestMirror, index: PushedIndex, child: PushedChild): Promise<void> {
+  for (const ref of [index.tag, child.digest]) {
+    const res = await fetch(`${m.url}/v2/${index.repo}/manifests/${ref}`, { headers: { accept: MANIFEST_ACCEPT } });
     expect(res.status).toBe(200);
     await res.arrayBuffer();
   }
 }
+
+const resolveAmd64 = (m: TestMirror): Promise<void> => resolveChild(m, image, amd64);
 
 async function getBlob(m: TestMirror, digest: string, method: 'GET' | 'HEAD' = 'GET'): Promise<Response> {
   const res = await fetch(`${m.url}/v2/${image.repo}/blobs/${digest}`, { method });
@@ -153,11 +155,7 @@ describe('read-ahead', () => {
     try {
       const m = await freshMirror({ upstreams: [{ url: slow.url }] });
       const child = tiny.children[0]!;
-      for (const ref of [tiny.tag, child.digest]) {
-        const res = await fetch(`${m.url}/v2/${tiny.repo}/manifests/${ref}`, { headers: { accept: MANIFEST_ACCEPT } });
-        expect(res.status).toBe(200);
-        await res.arrayBuffer();
-      }
+      await resolveChild(m, tiny, child);
       const [l0, l1] = child.layers.map((l) => l.digest) as [string, string];
       let arrived = false;
       const body = fetch(`${m.url}/v2/${tiny.repo}/blobs/${l0}`)
