@@ -390,7 +390,7 @@ export class ManifestService {
       kind: manifest.kind,
       platform: platform ? formatPlatform(platform) : null,
     };
-    if ((await this.store.size(d)) !== bytes.length) await this.store.put(d, bytes);
+    await this.store.putUnlessStored(d, bytes);
     this.catalogue.addManifest(manifestRecord({ repo: route.key, digest: d.value, mediaType, size: bytes.length, manifest, platform: row.platform ?? undefined }));
     this.cache.set(d.value, bytes);
     return { row, bytes };

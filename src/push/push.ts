@@ -150,7 +150,7 @@ export class PushService {
 
     const d = parseDigest(digest);
     if (!d.ok) throw new Error(d.reason);
-    if ((await this.store.size(d.digest)) !== bytes.length) await this.store.put(d.digest, bytes);
+    await this.store.putUnlessStored(d.digest, bytes);
     const record = manifestRecord({
       repo: route.key,
       digest,

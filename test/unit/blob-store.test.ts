@@ -110,6 +110,46 @@ describe('BlobStore put / read / size', () => {
     expect(filesUnder(tmpRoot())).toEqual([]);
   });
 
+  // Small buffers (manifests) are written on the event loop, larger ones through a writer: both kept alike.
+  it.each([
+    ['small (a manifest)', 2_000],
+    ['large (past the event-loop path)', 700 * 1024],
+  ])('a %s put is verified, stored whole and leaves nothing in tmp/', async (_, size) => {
+    const bytes = randomBytes(size);
+    await store.put(digestFor(bytes), bytes);
+    expect(readFileSync(store.pathOf(digestFor(bytes))).equals(bytes)).toBe(true);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+    const claimed = digestFor(randomBytes(size));
+    await expect(store.put(claimed, bytes)).rejects.toBeInstanceOf(DigestMismatchError);
+    expect(existsSync(store.pathOf(claimed))).toBe(false);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+  });
+
+  it('a put into a store whose temp folder is gone fails cleanly, storing nothing', async () => {
+    const bytes = randomBytes(500);
+    rmSync(store.tmpDir, { recursive: true });
+    const err = await store.put(digestFor(bytes), bytes).catch((e: unknown) => e);
+    expect((err as NodeJS.ErrnoException).code).toBe('ENOENT');
+    expect(filesUnder(join(root, 'blobs'))).toEqual([]);
+  });
+
+  it('putUnlessStored leaves a stored file of the right size alone, and replaces a missing or truncated one', async () => {
+    const bytes = randomBytes(3_000);
+    const d = digestFor(bytes);
+    await store.putUnlessStored(d, bytes);
+    expect(readFileSync(store.pathOf(d)).equals(bytes)).toBe(true);
+    const inode = statSync(store.pathOf(d)).ino;
+    await store.putUnlessStored(d, bytes);
+    expect(statSync(store.pathOf(d)).ino).toBe(inode); // not written again
+    writeFileSync(store.pathOf(d), bytes.subarray(0, 100)); // damaged from outside
+    await store.putUnlessStored(d, bytes);
+    expect(readFileSync(store.pathOf(d)).equals(bytes)).toBe(true);
+    rmSync(store.pathOf(d));
+    await store.putUnlessStored(d, bytes);
+    expect(readFileSync(store.pathOf(d)).equals(bytes)).toBe(true);
+    expect(filesUnder(tmpRoot())).toEqual([]);
+  });
+
   it('refuses bytes that do not match the digest, leaving no file in blobs/ nor tmp/', async () => {
     const claimed = digestFor(Buffer.from('what upstream promised'));
     const actual = Buffer.from('what upstream sent');
