@@ -72,6 +72,15 @@ async function pull(ref: string, hostsDir: string, platform: string): Promise<{ 
   return { result, ns, args };
 }
 
+/** ctr's stderr less the line its progress display logs when it outlives the pull by a moment. */
+function withoutProgressRace(stderr: string): string {
+  return stderr
+    .split('\n')
+    .filter((l) => !/level=error msg="active check failed" error="context canceled"/.test(l))
+    .join('\n')
+    .trim();
+}
+
 async function contentOf(ns: string): Promise<string[]> {
   const r = await ctr(containerd, ['-n', ns, 'content', 'ls', '-q']);
   if (r.code !== 0) throw new Error(`ctr content ls failed: ${r.stderr}`);
@@ -176,7 +185,9 @@ describe('ctr through the mirror as a [host] entry with the real registry as ser
       record(`ctr, mirror as [host] before the real registry (fallback), notMirroredResponse: ${mode}`, args, result);
       const s390x = child(image, 's390x');
       expect(result.code, result.stderr).toBe(0);
-      expect(result.stderr).toBe('');
+      // The fallback is silent: no error from the fetch (ctr's progress display may race its own
+      // cancellation at the very end, "active check failed … context canceled": not the pull's).
+      expect(withoutProgressRace(result.stderr)).toBe('');
 
       // Every s390x request went to the mirror first (with ?ns=) and was refused: the manifest with
       // the not-mirrored error, its config and layer with 404 BLOB_UNKNOWN (no stored manifest
