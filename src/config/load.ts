@@ -1,31 +1,13 @@
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { DEFAULT_CONFIG_FILE, ENV, importConfigFile } from './config-file.js';
 import { configSchema, describeConfigErrors, upstreamNames, type MirrorConfig, type MirrorConfigInput } from './schema.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-/** The environment variables that override the config file, as deployments and scripts rely on them. */
-export const ENV = {
-  host: 'MIRROR_HOST',
-  port: 'MIRROR_PORT',
-  upstream: 'MIRROR_UPSTREAM',
-  platforms: 'MIRROR_PLATFORMS',
-  dataDir: 'MIRROR_DATA',
-  offline: 'MIRROR_OFFLINE',
-  config: 'MIRROR_CONFIG',
-  /** Comma-separated `role=token` (or bare `token`, role pull) added to auth.tokens. */
-  authTokens: 'MIRROR_AUTH_TOKENS',
-  logLevel: 'MIRROR_LOG_LEVEL',
-  /** cluster.secret, kept out of config files (a Kubernetes Secret). */
-  clusterSecret: 'MIRROR_CLUSTER_SECRET',
-} as const;
-
-export const DEFAULT_CONFIG_FILE = 'mirror.config.ts';
+export { DEFAULT_CONFIG_FILE, ENV } from './config-file.js';
 
 /** Loads the config file (TypeScript or JavaScript), applies the environment overrides, validates. */
 export async function loadConfig(
@@ -50,53 +32,6 @@ export function validateConfig(input: unknown, source = 'config'): MirrorConfig 
   if (!r.success) throw new ConfigError(`invalid configuration in ${source}:\n${describeConfigErrors(r.error)}`);
   return r.data;
 }
-
-async function importConfigFile(file: string): Promise<unknown> {
-  let mod: { default?: unknown };
-  if (/\.[mc]?ts$/.test(file)) {
-    mod = (await importTypeScriptApart(file)) as { default?: unknown };
-  } else if (file.endsWith('.json')) {
-    mod = (await import(pathToFileURL(file).href, { with: { type: 'json' } })) as { default?: unknown };
-  } else {
-    mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
-  }
-  const config = mod.default ?? mod;
-  if (typeof config !== 'object' || config === null) throw new Error('it must export a config object as default');
-  return config;
-}
-
-/**
- * Node 20 cannot load TypeScript itself; jiti transpiles the config file on the fly. jiti and its
- * transpiler stay in memory once loaded (~40 MiB, a fifth of a serving mirror's footprint), so
- * the file is loaded in a worker thread that then exits, and only the config (plain data) comes
- * back. A config that cannot cross (a function in it) is loaded here instead.
- */
-async function importTypeScriptApart(file: string): Promise<unknown> {
-  const outcome = await new Promise<{ ok: true; mod: unknown } | { ok: false; message: string; cannotCross?: boolean }>((done, fail) => {
-    const worker = new Worker(LOAD_IN_WORKER, { eval: true, workerData: { jiti: createRequire(import.meta.url).resolve('jiti'), base: import.meta.url, file } });
-    worker.once('message', done);
-    worker.once('error', fail);
-    worker.once('exit', (code) => fail(new Error(`the config loader stopped (exit ${code})`))); // after a message: no effect
-  });
-  if (outcome.ok) return outcome.mod;
-  if (!outcome.cannotCross) throw new Error(outcome.message);
-  const { createJiti } = await import('jiti');
-  return createJiti(import.meta.url, { moduleCache: false }).import(file);
-}
-
-const LOAD_IN_WORKER = `
-const { parentPort, workerData } = require('node:worker_threads');
-require(workerData.jiti).createJiti(workerData.base, { moduleCache: false }).import(workerData.file).then(
-  (mod) => {
-    try {
-      parentPort.postMessage({ ok: true, mod });
-    } catch (e) {
-      parentPort.postMessage({ ok: false, cannotCross: true, message: String(e && e.message) });
-    }
-  },
-  (e) => parentPort.postMessage({ ok: false, message: String((e && e.message) || e) }),
-);
-`;
 
 export function applyEnv(input: MirrorConfigInput, env: NodeJS.ProcessEnv): MirrorConfigInput {
   const out: MirrorConfigInput = { ...input };

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { configFileFor, preloadConfigFile } from '../../src/config/config-file.js';
 import { applyEnv, ConfigError, ENV, loadConfig, upstreamNames, validateConfig } from '../../src/config/load.js';
 import type { MirrorConfigInput } from '../../src/config/schema.js';
 
@@ -395,6 +396,34 @@ describe('loadConfig', () => {
     const e = await asyncConfigError(loadConfig({ cwd: dir, env: {} }));
     expect(e.message).toContain(join(dir, 'mirror.config.ts'));
     expect(e.message).toMatch(/^\s*port: /m);
+  });
+
+  // The CLI starts loading the file before the mirror's modules (src/cli.ts): the file it guesses
+  // from the command line is the one loadConfig() then loads.
+  it('configFileFor() names the file loadConfig() would load: --config or -c, else MIRROR_CONFIG, else the default', () => {
+    const dir = tempDir();
+    expect(configFileFor(['--config', 'a.ts'], { MIRROR_CONFIG: 'b.ts' }, dir)).toBe(join(dir, 'a.ts'));
+    expect(configFileFor(['--config=a.ts', '--platform', 'linux/amd64'], {}, dir)).toBe(join(dir, 'a.ts'));
+    expect(configFileFor(['-c', '/abs/c.ts', 'positional'], {}, dir)).toBe('/abs/c.ts');
+    expect(configFileFor(['--unknown', 'x'], { MIRROR_CONFIG: 'b.ts' }, dir)).toBe(join(dir, 'b.ts'));
+    expect(configFileFor([], {}, dir)).toBe(join(dir, 'mirror.config.ts'));
+  });
+
+  it('a preloaded .ts file is loaded once from the preload, then afresh; a preloaded error is reported as without it', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'mirror.config.ts');
+    writeFileSync(file, tsConfig(`{ port, upstreams: [{ url: 'https://ghcr.io' }] }`));
+    preloadConfigFile(file);
+    expect((await loadConfig({ cwd: dir, env: {} })).port).toBe(5123);
+    writeFileSync(file, tsConfig(`{ port: port + 1, upstreams: [{ url: 'https://ghcr.io' }] }`));
+    expect((await loadConfig({ cwd: dir, env: {} })).port).toBe(5124); // read again, not the preload
+    writeFileSync(join(dir, 'throws.config.ts'), `const why: string = 'boom while preloaded';\nthrow new Error(why);\n`);
+    preloadConfigFile(join(dir, 'throws.config.ts'));
+    const e = await asyncConfigError(loadConfig({ cwd: dir, path: 'throws.config.ts', env: {} }));
+    expect(e.message).toContain('throws.config.ts');
+    expect(e.message).toContain('boom while preloaded');
+    preloadConfigFile(join(dir, 'absent.config.ts')); // nothing to preload: loadConfig says so as always
+    expect((await asyncConfigError(loadConfig({ cwd: dir, path: 'absent.config.ts', env: {} }))).message).toContain('does not exist');
   });
 
   it("loads and validates the repository's own mirror.config.ts", async () => {
