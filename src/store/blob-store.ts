@@ -136,7 +136,7 @@ export class BlobStore {
    * the store is content-addressed). For a manifest fetched or pushed again.
    */
   async putUnlessStored(d: Digest, bytes: Uint8Array): Promise<void> {
-    if (bytes.length <= SMALL_PUT ? storedSizeNow(this.pathOf(d)) === bytes.length : (await this.size(d)) === bytes.length) return;
+    if (storedSizeNow(this.pathOf(d)) === bytes.length) return;
     await this.put(d, bytes);
   }
 
@@ -512,7 +512,7 @@ function closeQuietly(fd: number): void {
   }
 }
 
-/** The size of the file at `path`, or undefined if there is none (for small files checked on the event loop). */
+/** The size of the file at `path`, or undefined if there is none: one stat, on the event loop. */
 function storedSizeNow(path: string): number | undefined {
   return statSync(path, { throwIfNoEntry: false })?.size;
 }
