@@ -1,9 +1,8 @@
 // Shared by the reliability suite: raw HTTP requests that report exactly what arrived, a seeded
-// PRNG, a re-hash of the store, the figures line every case prints, and how to run the CLI.
+// PRNG, a re-hash of the store and the figures line every case prints.
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs';
-import { mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { createReadStream, existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { request, type IncomingHttpHeaders } from 'node:http';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -188,59 +187,4 @@ export async function pool<T, R>(items: readonly T[], limit: number, fn: (item: 
     }),
   );
   return out;
-}
-
-/**
- * How to run the CLI, fastest first: `node dist/src/cli.js` when dist is built and newer than every
- * source file (`npx tsc -p tsconfig.json`); else the sources bundled into one temporary file with
- * rolldown (vitest's bundler, already installed; well under a second); else the TypeScript sources
- * through jiti (slow to start). So the suite also runs where nothing was built, as in CI.
- */
-export async function prepareCli(): Promise<{ args: string[]; via: 'dist' | 'bundle' | 'jiti'; cleanup(): Promise<void> }> {
-  const none = async (): Promise<void> => {};
-  if (distIsFresh()) return { args: [join(REPO_ROOT, 'dist', 'src', 'cli.js')], via: 'dist', cleanup: none };
-  try {
-    const specifier = 'rolldown';
-    const { build } = (await import(specifier)) as {
-      build(o: { input: string; platform: string; external: RegExp[]; output: { file: string; format: string }; logLevel: string }): Promise<unknown>;
-    };
-    const dir = await mkdtemp(join(tmpdir(), 'sparse-mirror-cli-'));
-    // Dependencies stay external, resolved through a link to the project's node_modules.
-    await symlink(join(REPO_ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
-    const file = join(dir, 'cli.mjs');
-    await build({ input: join(REPO_ROOT, 'src', 'cli.ts'), platform: 'node', external: [/^[^./]/], output: { file, format: 'esm' }, logLevel: 'silent' });
-    return { args: [file], via: 'bundle', cleanup: () => rm(dir, { recursive: true, force: true }) };
-  } catch {
-    return { args: ['--import', 'jiti/register', join(REPO_ROOT, 'src', 'cli.ts')], via: 'jiti', cleanup: none };
-  }
-}
-
-function distIsFresh(): boolean {
-  const srcRoot = join(REPO_ROOT, 'src');
-  const stack = [srcRoot];
-  try {
-    while (stack.length) {
-      const dir = stack.pop()!;
-      for (const name of readdirSyncSafe(dir)) {
-        const p = join(dir, name);
-        const st = statSync(p);
-        if (st.isDirectory()) stack.push(p);
-        else if (name.endsWith('.ts')) {
-          const out = join(REPO_ROOT, 'dist', relative(REPO_ROOT, p)).replace(/\.ts$/, '.js');
-          if (!existsSync(out) || statSync(out).mtimeMs < st.mtimeMs) return false;
-        }
-      }
-    }
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function readdirSyncSafe(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
 }
