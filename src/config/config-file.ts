@@ -39,6 +39,11 @@ export function configFileFor(args: string[], env: NodeJS.ProcessEnv, cwd: strin
   } catch {
     // the command reports bad usage itself
   }
+  return configFilePath(named, env, cwd);
+}
+
+/** Which config file to load: the one named (--config) beats $MIRROR_CONFIG, which beats the default. */
+export function configFilePath(named: string | undefined, env: NodeJS.ProcessEnv, cwd: string): string {
   return resolve(cwd, named || env[ENV.config] || DEFAULT_CONFIG_FILE);
 }
 

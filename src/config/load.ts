@@ -1,6 +1,5 @@
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { DEFAULT_CONFIG_FILE, ENV, importConfigFile } from './config-file.js';
+import { configFilePath, ENV, importConfigFile } from './config-file.js';
 import { configSchema, describeConfigErrors, upstreamNames, type MirrorConfig, type MirrorConfigInput } from './schema.js';
 
 export class ConfigError extends Error {
@@ -15,8 +14,7 @@ export async function loadConfig(
 ): Promise<MirrorConfig> {
   const env = opts.env ?? process.env;
   const cwd = opts.cwd ?? process.cwd();
-  // An explicit --config beats MIRROR_CONFIG, which beats the default file.
-  const file = resolve(cwd, opts.path || env[ENV.config] || DEFAULT_CONFIG_FILE);
+  const file = configFilePath(opts.path, env, cwd);
   if (!existsSync(file)) throw new ConfigError(`config file ${file} does not exist`);
   let input: unknown;
   try {
