@@ -204,6 +204,14 @@ export const configSchema = z
         /** Send blob bodies (stored ones, and downloads being followed) with sendfile(2), the native addon, instead of through user space. */
         sendfile: z.boolean().default(true),
         /**
+         * With sendfile on: clients on the mirror's own host (loopback) get bodies copied through a
+         * buffer instead. Over loopback the client copies sendfile's pages out itself, and whether
+         * that costs it more than a copy saves the mirror depends on the host: on one (2026-12-03)
+         * curl paid 2-3x the kernel time per byte; on another (2026-12-07) sendfile was faster for
+         * both (16 curl clients: 6.0 against 4.3 GB/s). Measure with bench scenario 1 before setting it.
+         */
+        copyToLocalClients: z.boolean().default(false),
+        /**
          * A fetched blob is flushed to disk (then renamed into place and recorded) once no blob
          * has been written or sent to a client for this long, at most 5 s after it verified: one
          * write-out after a pull instead of a forced write-out and disk cache flush per blob during

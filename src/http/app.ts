@@ -211,7 +211,7 @@ export function createApp({ mirror, log, metrics, auth, push, status, signatures
         if (b.source === 'upstream') c.set('reachedUpstream', true);
         metrics.cache.inc({ kind: 'blob', result: c.get('cache')! });
         try {
-          return await blobResponse(c.env?.outgoing, b, extra, mirror.config.blobs.sendfile);
+          return await blobResponse(c.env?.outgoing, b, extra, mirror.config.blobs);
         } catch (e) {
           throw toClientError(e, 'BLOB_UNKNOWN');
         }

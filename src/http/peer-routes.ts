@@ -40,7 +40,7 @@ export function mountPeerRoutes(app: Hono<AppEnv>, mirror: Mirror, log: Logger):
     const b = await mirror.blobs.get(route, path.digest, { wantBody, range: c.req.header('range'), fromPeer: true });
     c.set('cache', cacheResult(b.source));
     try {
-      return await blobResponse(c.env?.outgoing, b, {}, mirror.config.blobs.sendfile);
+      return await blobResponse(c.env?.outgoing, b, {}, mirror.config.blobs);
     } catch (e) {
       throw toClientError(e, 'BLOB_UNKNOWN');
     }

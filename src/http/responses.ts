@@ -7,7 +7,8 @@ import { OciError } from '../oci/errors.js';
 import { contentRange } from '../oci/range.js';
 import type { BlobResult } from '../mirror/blobs.js';
 import type { ManifestResult } from '../mirror/manifests.js';
-import { canSendfile, sendFileRegions } from './sendfile.js';
+import type { MirrorConfig } from '../config/schema.js';
+import { canSendfile, copiesFor, sendFileRegions } from './sendfile.js';
 
 export const API_VERSION_HEADER = { 'Docker-Distribution-API-Version': 'registry/2.0' };
 
@@ -51,7 +52,7 @@ export async function blobResponse(
   outgoing: ServerResponse | undefined,
   b: BlobResult,
   extra: Record<string, string>,
-  useSendfile = true,
+  sending: Pick<MirrorConfig['blobs'], 'sendfile' | 'copyToLocalClients'> = { sendfile: true, copyToLocalClients: false },
 ): Promise<Response> {
   const headers: Record<string, string> = {
     'Content-Type': 'application/octet-stream',
@@ -71,7 +72,7 @@ export async function blobResponse(
       headers['Content-Length'] = String(b.size);
     }
   }
-  if (b.body && b.regions && outgoing && useSendfile && headers['Content-Length'] && canSendfile(outgoing)) {
+  if (b.body && b.regions && outgoing && sending.sendfile && headers['Content-Length'] && canSendfile(outgoing)) {
     // The kernel copies the file (stored, or the temp file of a download) into the socket.
     const body = b.body;
     const regions = b.regions()[Symbol.asyncIterator]();
@@ -81,7 +82,7 @@ export async function blobResponse(
       throw e;
     });
     writeHead(outgoing, status, headers);
-    sendFileRegions(outgoing, startingWith(first, regions))
+    sendFileRegions(outgoing, startingWith(first, regions), { copy: copiesFor(outgoing, sending.copyToLocalClients) })
       .catch(() => {})
       .finally(() => body.destroy());
     return RESPONSE_ALREADY_SENT;

@@ -58,11 +58,7 @@ export function canSendfile(res: ServerResponse): boolean {
   return load().addon !== undefined && socketFd(res) !== undefined;
 }
 
-/**
- * Whether a client at `address` is on this host: it then gets copies, not sendfile (see
- * native/sendfile.c: over loopback, sendfile's pages cost the receiving process more than the
- * copy costs us).
- */
+/** Whether a client at `address` is on this host (loopback). */
 export function onThisHost(address: string | undefined): boolean {
   if (!address) return false;
   const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
@@ -70,12 +66,20 @@ export function onThisHost(address: string | undefined): boolean {
 }
 
 /**
+ * Whether `res` gets its body copied through a buffer rather than sendfile(2): only for a client
+ * on this host, and only where the config asks (`blobs.copyToLocalClients`; see native/sendfile.c).
+ */
+export function copiesFor(res: ServerResponse, copyToLocalClients: boolean): boolean {
+  return copyToLocalClients && onThisHost(res.socket?.remoteAddress);
+}
+
+/**
  * Sends the headers already set on `res`, then each region straight from the page cache into
- * the socket (copied through a buffer for a client on this host: `onThisHost()`; `opts.copy`
- * decides instead when given), and ends the response. Regions may arrive slowly (a download in progress). Resolves
- * when all are sent; rejects, and destroys the connection so the client sees a short body, if
- * they cannot be (a region's source fails, the socket breaks, the client goes away). Each
- * region's descriptor must stay open until the next region is asked for.
+ * the socket (copied through a buffer instead with `opts.copy`: see copiesFor()), and ends the
+ * response. Regions may arrive slowly (a download in progress). Resolves when all are sent;
+ * rejects, and destroys the connection so the client sees a short body, if they cannot be (a
+ * region's source fails, the socket breaks, the client goes away). Each region's descriptor must
+ * stay open until the next region is asked for.
  */
 export async function sendFileRegions(
   res: ServerResponse,
@@ -87,7 +91,7 @@ export async function sendFileRegions(
   // A pipelined request's response waits for the one before it to finish before Node gives it
   // the socket; until then its body must go through Node (canSendfile() says no).
   if (!res.socket) throw new Error('the response has no socket yet (a pipelined request): check canSendfile() first');
-  const copy = opts.copy ?? onThisHost(res.socket.remoteAddress);
+  const copy = opts.copy ?? false;
   try {
     res.flushHeaders();
     // The body bypasses Node's stream, so the headers must have reached the kernel first.

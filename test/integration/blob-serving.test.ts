@@ -1,4 +1,5 @@
-// Stored blobs served through the mirror, with sendfile (the default) and without it: whole
+// Stored blobs served through the mirror, with sendfile (the default), with the copy that
+// `blobs.copyToLocalClients` gives clients on this host, and through Node's streams: whole
 // bodies, every kind of Range, HEAD, several requests on one keep-alive connection, a pull with
 // skopeo. Both ways must give the same bytes and headers as upstream.
 import { createHash } from 'node:crypto';
@@ -58,13 +59,13 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const requestLines = (m: TestMirror): any[] => m.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request');
 
-for (const sendfile of [true, false]) {
-  describe(`stored blobs, sendfile ${sendfile ? 'on' : 'off'}`, () => {
+for (const [sendfile, copyToLocalClients] of [[true, false], [true, true], [false, false]] as const) {
+  describe(`stored blobs, sendfile ${sendfile ? 'on' : 'off'}${copyToLocalClients ? ', copied for clients on this host' : ''}`, () => {
     let mirror: TestMirror;
     let blobUrl: string;
 
     beforeAll(async () => {
-      mirror = await startTestMirror({ upstreams: [{ url: upstream.url }], blobs: { sendfile } });
+      mirror = await startTestMirror({ upstreams: [{ url: upstream.url }], blobs: { sendfile, copyToLocalClients } });
       const manifest = await request(`${mirror.url}/v2/serve/blobs/manifests/1.0`);
       expect(manifest.status).toBe(200);
       blobUrl = `${mirror.url}/v2/serve/blobs/blobs/${layer.digest}`;

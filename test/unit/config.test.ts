@@ -45,6 +45,8 @@ describe('validateConfig', () => {
     expect(c.tags.ttlSeconds).toBe(300);
     expect(c.notMirroredResponse).toBe('denied');
     expect(c.blobs.requireReference).toBe(true);
+    // Every client gets sendfile(2), on this host too, unless the config asks for copies there.
+    expect([c.blobs.sendfile, c.blobs.copyToLocalClients]).toEqual([true, false]);
     // The distribution spec: registries should accept manifests of at least 4 MB.
     expect(c.limits.maxManifestBytes).toBeGreaterThanOrEqual(4 * 1024 * 1024);
     expect(c.upstream.attempts).toBeGreaterThanOrEqual(1);

@@ -1,7 +1,8 @@
 // The sendfile addon on real sockets, in both its modes (sendfile(2), and the copy through a
-// buffer that clients on this host get): whole files and ranges, keep-alive after a sent body, a
-// file shorter than promised, a client that goes away, a client that stops reading while the
-// server shuts down. Every case also checks that no descriptor is left behind.
+// buffer that clients on this host get with `blobs.copyToLocalClients`): whole files and ranges,
+// keep-alive after a sent body, a file shorter than promised, a client that goes away, a client
+// that stops reading while the server shuts down. Every case also checks that no descriptor is
+// left behind.
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, open, readdir, rm, writeFile, type FileHandle } from 'node:fs/promises';
@@ -10,7 +11,7 @@ import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canSendfile, onThisHost, sendFileRegions, sendfileStatus } from '../../src/http/sendfile.js';
+import { canSendfile, copiesFor, onThisHost, sendFileRegions, sendfileStatus } from '../../src/http/sendfile.js';
 
 const SIZE = 48 * 1024 * 1024 + 12345; // larger than any socket buffer: many writable events
 let dir: string;
@@ -121,9 +122,12 @@ describe.runIf(process.platform === 'linux')('sendfile addon', () => {
     expect(canSendfile({ socket: null } as unknown as ServerResponse)).toBe(false);
   });
 
-  it('copies for clients on this host, and sends files to others', () => {
-    for (const local of ['127.0.0.1', '127.3.2.1', '::1', '::ffff:127.0.0.1']) expect(onThisHost(local)).toBe(true);
-    for (const remote of ['10.0.0.7', '::ffff:192.168.1.2', '2001:db8::1', undefined]) expect(onThisHost(remote)).toBe(false);
+  it('copies only for clients on this host, and only where the config asks', () => {
+    const from = (remoteAddress: string | undefined) => ({ socket: { remoteAddress } }) as unknown as ServerResponse;
+    const local = ['127.0.0.1', '127.3.2.1', '::1', '::ffff:127.0.0.1'];
+    const remote = ['10.0.0.7', '::ffff:192.168.1.2', '2001:db8::1', undefined];
+    for (const address of local) expect([onThisHost(address), copiesFor(from(address), true), copiesFor(from(address), false)]).toEqual([true, true, false]);
+    for (const address of remote) expect([onThisHost(address), copiesFor(from(address), true), copiesFor(from(address), false)]).toEqual([false, false, false]);
   });
 });
 
