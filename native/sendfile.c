@@ -11,7 +11,7 @@
 // per byte (curl, 1 GiB from nginx: 0.34-0.56 s of system time with sendfile, 0.13-0.20 s
 // without; skopeo, a 200 MiB layer from the mirror: 545 against 390 ms), on others sendfile is
 // the cheaper for both (16 curl clients on one blob: 6.0 GB/s against 4.3 with the copy).
-
+//
 // The socket stays Node's: we dup() its descriptor and poll the duplicate for writability on
 // Node's event loop (epoll tells a dup apart from the original, so libuv's own watcher on the
 // socket is untouched); each time it is writable, a threadpool task sends what fits. The caller

@@ -43,16 +43,17 @@ export function manifestResponse(m: ManifestResult, extra: Record<string, string
 
 /**
  * A blob response. Under the Node server its file regions (a stored file, or the temp file of a
- * download in progress) go out with sendfile(2) where the addon is available; otherwise the body
- * is piped straight into the socket (no Web stream in between, and a client that goes away stops
- * the read at once). The status line waits for the body's first bytes: a download that fails
+ * download in progress) go out with sendfile(2) where the addon is available and `blobs.sendfile`
+ * is on (copied through a buffer for a client on this host with `blobs.copyToLocalClients`);
+ * otherwise the body is piped straight into the socket (no Web stream in between, and a client
+ * that goes away stops the read at once). The status line waits for the body's first bytes: a download that fails
  * before any arrive still gets an OCI error.
  */
 export async function blobResponse(
   outgoing: ServerResponse | undefined,
   b: BlobResult,
   extra: Record<string, string>,
-  sending: Pick<MirrorConfig['blobs'], 'sendfile' | 'copyToLocalClients'> = { sendfile: true, copyToLocalClients: false },
+  sending: Pick<MirrorConfig['blobs'], 'sendfile' | 'copyToLocalClients'>,
 ): Promise<Response> {
   const headers: Record<string, string> = {
     'Content-Type': 'application/octet-stream',

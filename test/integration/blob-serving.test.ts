@@ -1,7 +1,7 @@
 // Stored blobs served through the mirror, with sendfile (the default), with the copy that
 // `blobs.copyToLocalClients` gives clients on this host, and through Node's streams: whole
 // bodies, every kind of Range, HEAD, several requests on one keep-alive connection, a pull with
-// skopeo. Both ways must give the same bytes and headers as upstream.
+// skopeo. Every way must give the same bytes and headers as upstream.
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
