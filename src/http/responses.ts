@@ -46,8 +46,8 @@ export function manifestResponse(m: ManifestResult, extra: Record<string, string
  * download in progress) go out with sendfile(2) where the addon is available and `blobs.sendfile`
  * is on (copied through a buffer for a client on this host with `blobs.copyToLocalClients`);
  * otherwise the body is piped straight into the socket (no Web stream in between, and a client
- * that goes away stops the read at once). The status line waits for the body's first bytes: a download that fails
- * before any arrive still gets an OCI error.
+ * that goes away stops the read at once). The status line waits for the body's first bytes: a
+ * download that fails before any arrive still gets an OCI error.
  */
 export async function blobResponse(
   outgoing: ServerResponse | undefined,
